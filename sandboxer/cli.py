@@ -1,0 +1,127 @@
+"""The typer app: parses flags, calls the pipeline, renders errors. No policy logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import SandboxerError, UsageError
+from .manifest.load import load_policy
+from .plan import Target, compile_plan, dumps
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Compile a WASI-named capability manifest into kernel confinement, and run under it.",
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _fail(e: SandboxerError) -> None:
+    typer.echo(e.render(), err=True)
+    raise typer.Exit(e.exit_code)
+
+
+def _target(arch: Optional[str], landlock_abi: Optional[int]) -> Target:
+    from .mechanisms.landlock.rights import NEWEST_ABI
+    from .mechanisms.seccomp.tables import ARCHES
+
+    arch = arch or Target.host_arch()
+    if arch not in ARCHES:
+        raise UsageError(f"unknown --arch {arch!r} (known: {', '.join(ARCHES)})")
+    abi = NEWEST_ABI if landlock_abi is None else landlock_abi
+    if not 1 <= abi <= NEWEST_ABI:
+        raise UsageError(f"--landlock-abi must be 1..{NEWEST_ABI}, not {abi}")
+    return Target(arch, abi)
+
+
+ARCH_OPT = typer.Option(None, "--arch", help="target architecture: x86_64 or aarch64 (default: this host)")
+ABI_OPT = typer.Option(None, "--landlock-abi", help="target Landlock ABI 1-7 (default: the newest known)")
+
+
+@app.command()
+def check(manifests: List[Path] = typer.Argument(..., help="manifests to check"),
+          arch: Optional[str] = ARCH_OPT, landlock_abi: Optional[int] = ABI_OPT) -> None:
+    """Validate manifests and compile them (no side effects); exit 0 when all are fine, 2 otherwise."""
+    failed = False
+    try:
+        target = _target(arch, landlock_abi)
+    except SandboxerError as e:
+        _fail(e)
+    for m in manifests:
+        try:
+            compile_plan(load_policy(m), target)
+            typer.echo(f"{m}: ok")
+        except SandboxerError as e:
+            typer.echo(e.render(), err=True)
+            failed = True
+    raise typer.Exit(2 if failed else 0)
+
+
+@app.command("compile")
+def compile_cmd(manifest: Path = typer.Argument(..., help="the manifest"),
+                out: Path = typer.Option(..., "-o", "--out", help="directory to write the plan into"),
+                arch: Optional[str] = ARCH_OPT, landlock_abi: Optional[int] = ABI_OPT) -> None:
+    """Write plan.json, seccomp.bpf/.txt/.pfc and seccomp.oci.json (byte-identical on reruns)."""
+    from .export.bundle import render_bundle
+    from .mechanisms.seccomp.libseccomp import build_from_oci, export_pfc
+
+    try:
+        target = _target(arch, landlock_abi)
+        plan = compile_plan(load_policy(manifest), target)
+    except SandboxerError as e:
+        _fail(e)
+    files = render_bundle(plan)
+    oci = json.loads(files["seccomp.oci.json"])
+    files["seccomp.pfc"] = export_pfc(build_from_oci(oci, target.arch, 2)).encode()
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in sorted(files.items()):
+        (out / name).write_bytes(data)
+    typer.echo(f"{manifest} -> {out}/ ({', '.join(sorted(files))})")
+
+
+@app.command()
+def explain(manifest: Optional[Path] = typer.Argument(None, help="the manifest to explain"),
+            list_: bool = typer.Option(False, "--list", help="list every capability instead"),
+            arch: Optional[str] = ARCH_OPT, landlock_abi: Optional[int] = ABI_OPT) -> None:
+    """Show what each grant opens: syscalls, Landlock rights and ports, and whether this host enforces it."""
+    from .explain import explain_plan, list_capabilities
+
+    if list_ or manifest is None:
+        typer.echo(list_capabilities())
+        return
+    try:
+        plan = compile_plan(load_policy(manifest), _target(arch, landlock_abi))
+    except SandboxerError as e:
+        _fail(e)
+    typer.echo(explain_plan(plan))
+
+
+@app.command()
+def probe(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Report what this host's kernel can enforce: seccomp, Landlock, cgroups, namespaces."""
+    from .probe import probe_host, render_probe
+
+    report = probe_host()
+    typer.echo(dumps(report) if as_json else render_probe(report), nl=not as_json)
+
+
+@app.command()
+def schema(out: Optional[Path] = typer.Option(None, "-o", help="write here instead of stdout")) -> None:
+    """Print the manifest JSON Schema generated from the capability registry."""
+    from .schema import manifest_schema
+
+    text = dumps(manifest_schema())
+    if out:
+        out.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(ctx: typer.Context) -> None:
+    """Run a command under a manifest: sandboxer run MANIFEST|DIR [options] -- CMD ARGS…  (see `sandboxer run --help`)."""
+    from .runner import main as run_main
+
+    raise typer.Exit(run_main(list(ctx.args)))

@@ -1,0 +1,437 @@
+"""Launch stage entry point: prepare everything in the parent, fork, run the child's steps, supervise, clean up.
+
+launch() is the run path: it must stay cheap to import (no typer, yaml, pyseccomp or rich before
+exec; `python -X importtime -c "import sandboxer.launch.run"` shows what it pulls in). All
+user-facing errors are raised as LaunchError before fork; a failure between fork and execve comes
+back over the error pipe as "step errno call" and is turned into a message here.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import gc
+import itertools
+import os
+import resource
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from sandboxer.errors import EXIT_LAUNCH, EXIT_NOEXEC, EXIT_NOTFOUND, EXIT_USAGE
+from sandboxer.launch import kernel, sequence
+from sandboxer.launch.command import ResolvedCommand, resolve_command
+from sandboxer.launch.errors import LaunchError
+from sandboxer.launch.fork import fork_into_cgroup
+from sandboxer.launch.supervise import Outcome, SignalForwarder, signal_group, supervise
+from sandboxer.mechanisms.cgroups.apply import CgroupError, Leaf, create_leaf
+from sandboxer.mechanisms.cgroups.probe import Placement, probe_cgroups, plan_placement
+from sandboxer.mechanisms.landlock.apply import (
+    LandlockError,
+    LandlockPathError,
+    PreparedRuleset,
+    downgrade,
+    prepare_ruleset,
+)
+from sandboxer.mechanisms.landlock.probe import probe_landlock
+from sandboxer.mechanisms.netns.apply import MODES as NETNS_MODES
+from sandboxer.mechanisms.netns.probe import probe_netns
+from sandboxer.mechanisms.seccomp.apply import PreparedFilter, SeccompProgramError, prepare_filter
+
+_leaf_counter = itertools.count(1)
+
+
+@dataclass
+class LaunchOptions:
+    """What the command line adds to a plan for one run."""
+
+    env_overrides: list[str] = field(default_factory=list)  # "K=V" sets K; "K" passes K from our environment
+    keep_fds: list[int] = field(default_factory=list)  # fds > 2 the workload inherits on purpose
+    timeout: float | None = None  # seconds; the shorter of this and the plan's wall_time_s applies
+    best_effort: bool = False  # every compat mechanism becomes best-effort (warn instead of refusing)
+    stats: bool = False  # print duration, CPU time and peak memory after the run
+    audit: str | None = None  # audit sink (not used yet)
+    dry_run: bool = False  # print what would be enforced on this host, start nothing
+
+
+@dataclass
+class Preparation:
+    """What the parent built before fork: the child's Prepared plus the resources to release afterwards."""
+
+    child: sequence.Prepared
+    command: ResolvedCommand
+    env: dict[str, str]
+    err_r: int = -1
+    ruleset: PreparedRuleset | None = None
+    landlock_abi: int = 0
+    landlock_note: str = ""
+    leaf: Leaf | None = None
+    placement: Placement | None = None
+    v2_procs_fd: int = -1
+    deadline_s: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)  # every fd opened here, closed by close()
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds.clear()
+        if self.ruleset is not None:
+            self.ruleset.close()
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"sandboxer: warning: {message}\n")
+    sys.stderr.flush()
+
+
+def _compat(plan: Mapping[str, Any], mechanism: str, opts: LaunchOptions) -> str:
+    if opts.best_effort:
+        return "best-effort"
+    return (plan.get("compat") or {}).get(mechanism, "strict")
+
+
+def compute_environment(
+    section: Mapping[str, Any], overrides: list[str], launcher_env: Mapping[str, str]
+) -> dict[str, str]:
+    """Exactly the plan's passed variables (when set here) and fixed values, then --env overrides."""
+    env = {name: launcher_env[name] for name in section.get("pass", ()) if name in launcher_env}
+    env.update(section.get("set") or {})
+    for item in overrides:
+        name, eq, value = item.partition("=")
+        if not name or "\0" in item:
+            raise LaunchError(f"--env {item!r}: expected NAME=VALUE or NAME", EXIT_USAGE)
+        if eq:
+            env[name] = value
+        elif name in launcher_env:
+            env[name] = launcher_env[name]
+    return env
+
+
+def _rlimits(plan: Mapping[str, Any], rootless: bool, warnings: list[str]) -> tuple[tuple[int, int, int], ...]:
+    out = []
+    for name, pair in sorted((plan.get("rlimits") or {}).items()):
+        res = getattr(resource, f"RLIMIT_{name}", None)
+        if res is None:
+            raise LaunchError(f"rlimits: unknown resource {name!r} (expected a resource.RLIMIT_* name)")
+        soft, hard = (resource.RLIM_INFINITY if v is None or v < 0 else int(v) for v in pair)
+        cur_soft, cur_hard = resource.getrlimit(res)
+        if rootless and cur_hard != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > cur_hard):
+            # Raising a hard limit needs CAP_SYS_RESOURCE: run with the stricter limit we have.
+            warnings.append(f"rlimit {name}: hard limit {hard} lowered to this user's {cur_hard}")
+            hard = cur_hard
+        if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
+            soft = hard
+        out.append((res, soft, hard))
+    return tuple(out)
+
+
+def _netns_mode(plan: Mapping[str, Any], opts: LaunchOptions, rootless: bool, warnings: list[str]) -> str:
+    mode = (plan.get("netns") or {}).get("mode", "none")
+    if mode not in NETNS_MODES:
+        raise LaunchError(f"netns: unknown mode {mode!r} (expected one of {', '.join(NETNS_MODES)})")
+    if mode == "host":
+        return mode
+    host = probe_netns()
+    if host.available:
+        return mode
+    what = f"the plan asks for a private network namespace (netns: {mode}), but {host.reason}"
+    if _compat(plan, "netns", opts) == "strict":
+        raise LaunchError(
+            f"{what}.\n           Set compat.netns: best-effort to run on the host network"
+            " (seccomp still filters sockets), or allow user namespaces on this host."
+        )
+    warnings.append(f"{what}: running on the host network (compat.netns: best-effort)")
+    return "host"
+
+
+def _landlock(plan: Mapping[str, Any], opts: LaunchOptions, prep: Preparation) -> None:
+    section = plan.get("landlock") or {}
+    if not (section.get("handled_fs") or section.get("handled_net") or section.get("scoped")):
+        return
+    compat = _compat(plan, "landlock", opts)
+    host = probe_landlock()
+    prep.landlock_abi = host.abi
+    if host.abi < 1:
+        if compat == "strict":
+            raise LaunchError(
+                f"the plan needs Landlock, which this kernel does not offer: {host.reason}.\n"
+                "           Set compat.landlock: best-effort to run without it, or use Linux 5.13+."
+            )
+        prep.warnings.append(f"Landlock is not enforced: {host.reason}")
+        prep.landlock_note = f"not enforced ({host.reason})"
+        return
+    if host.abi < section["abi"] and compat != "strict":
+        section, dropped = downgrade(section, host.abi)
+        if dropped:
+            prep.warnings.append(f"Landlock ABI {host.abi} cannot enforce: {', '.join(dropped)}")
+    paths = list(section.get("paths", ()))
+    while True:
+        try:
+            prep.ruleset = prepare_ruleset(dict(section, paths=paths), kernel_abi=host.abi)
+            break
+        except LandlockPathError as e:
+            if compat == "strict":
+                raise LaunchError(f"{e}.\n           Create it, remove the grant, or run with --best-effort.") from None
+            # Best effort: a missing path grants nothing, so leaving its rule out is stricter, not looser.
+            prep.warnings.append(f"{e}: rule skipped")
+            paths = [r for r in paths if r["path"] != e.path]
+        except LandlockError as e:
+            raise LaunchError(str(e)) from None
+    prep.landlock_note = f"ABI {host.abi} (plan: ABI {plan['landlock']['abi']}), {len(paths)} path rules"
+
+
+def _cgroups(plan: Mapping[str, Any], opts: LaunchOptions, prep: Preparation) -> None:
+    section = {k: v for k, v in (plan.get("cgroups") or {}).items() if v not in (None, {}, [])}
+    if not section:
+        return
+    host = probe_cgroups()
+    prep.placement = placement = plan_placement(host, section)
+    if placement.unenforced:
+        lines = "\n".join(f"           {p.reason}" for p in placement.unenforced)
+        hint = placement.unenforced[0].hint or ""
+        if _compat(plan, "cgroups", opts) == "strict":
+            raise LaunchError(f"the plan's resource limits cannot be enforced here:\n{lines}\n           {hint}")
+        for p in placement.unenforced:
+            prep.warnings.append(f"{p.reason} (compat.cgroups: best-effort)")
+    if opts.dry_run:
+        return
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(plan.get("name") or "run"))[:64]
+    try:
+        prep.leaf = create_leaf(section, host, placement, f"{name}-{os.getpid()}-{next(_leaf_counter)}")
+    except CgroupError as e:
+        raise LaunchError(str(e)) from None
+    # The child joins its v1 leaves itself (writing "0" to these, opened here); v2 through clone3,
+    # or through v2_procs_fd when clone3 is refused.
+    for d in dict.fromkeys(prep.leaf.v1_dirs.values()):
+        fd = os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        prep.fds.append(fd)
+        prep.child.cgroup_procs_fds += (fd,)
+    if prep.leaf.v2_dir:
+        prep.v2_procs_fd = os.open(os.path.join(prep.leaf.v2_dir, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        prep.fds.append(prep.v2_procs_fd)
+
+
+def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: LaunchOptions) -> Preparation:
+    """Everything before fork: command, environment, Landlock ruleset, BPF, netns, rlimits, cgroup leaf, pipe."""
+    if not argv:
+        raise LaunchError("no command given", EXIT_USAGE)
+    rootless = os.geteuid() != 0
+    env = compute_environment(plan.get("environment") or {}, opts.env_overrides, os.environ)
+    command = resolve_command(argv[0], plan, env)
+    for fd in opts.keep_fds:
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise LaunchError(f"--keep-fd {fd}: not an open file descriptor") from None
+    child = sequence.Prepared(
+        parent_pid=os.getpid(),
+        err_fd=-1,
+        exe=os.fsencode(command.path),
+        argv=kernel.cstring_array([os.fsencode(a) for a in argv]),
+        envp=kernel.cstring_array([os.fsencode(f"{k}={v}") for k, v in env.items()]),
+        keep_fds=tuple(fd for fd in opts.keep_fds if fd > 2),
+        rootless=rootless,
+        uid=os.geteuid(),  # user_namespaces(7): an unprivileged map may only name the effective ids
+        gid=os.getegid(),
+        cap_last_cap=kernel.read_cap_last_cap(),
+    )
+    prep = Preparation(child, command, env)
+    try:
+        child.netns_mode = _netns_mode(plan, opts, rootless, prep.warnings)
+        # Emptying the bounding set needs CAP_SETPCAP: root has it, and so does a rootless child inside
+        # its own user namespace. Without it, no_new_privs already stops execve from gaining capabilities.
+        child.drop_bounding = not rootless or child.netns_mode != "host"
+        child.rlimits = _rlimits(plan, rootless, prep.warnings)
+        if bpf:
+            try:
+                child.seccomp = prepare_filter(bpf)
+            except SeccompProgramError as e:
+                raise LaunchError(str(e)) from None
+        # TODO(audit): on_violation "log" needs SECCOMP_FILTER_FLAG_NEW_LISTENER and the parent answering
+        # notifications; until then the kernel answers USER_NOTIF actions with ENOSYS.
+        _landlock(plan, opts, prep)
+        if prep.ruleset is not None:
+            child.landlock_fd, child.landlock_flags = prep.ruleset.fd, prep.ruleset.restrict_flags
+        limits = [t for t in (opts.timeout, plan.get("wall_time_s")) if t is not None]
+        prep.deadline_s = min(limits) if limits else None
+        _cgroups(plan, opts, prep)
+        if not opts.dry_run:
+            prep.err_r, child.err_fd = os.pipe2(os.O_CLOEXEC)
+            prep.fds += [prep.err_r, child.err_fd]
+        internal = [child.err_fd, child.landlock_fd, *child.cgroup_procs_fds, prep.v2_procs_fd]
+        child.close_ranges = sequence.fd_ranges_to_close([*child.keep_fds, *internal])
+    except BaseException:
+        prep.close()
+        if prep.leaf is not None:
+            prep.leaf.remove()
+        raise
+    return prep
+
+
+# (step, errno) -> why, as bubblewrap would hint it.
+_HINTS = {
+    (sequence.LANDLOCK, errno_mod.EPERM): "no_new_privs is not set",
+    (sequence.LANDLOCK, errno_mod.E2BIG): "too many stacked Landlock domains (16 at most)",
+    (sequence.SECCOMP, errno_mod.EINVAL): "the kernel rejected the BPF program (bad instruction or jump, "
+    "no final return) or a flag this kernel does not know",
+    (sequence.SECCOMP, errno_mod.EACCES): "no_new_privs is not set and CAP_SYS_ADMIN is missing",
+    (sequence.SECCOMP, errno_mod.ENOMEM): "the stacked filters exceed 32768 instructions",
+    (sequence.NETNS, errno_mod.EPERM): "creating namespaces is not allowed here (for a rootless run: "
+    "unprivileged user namespaces; sysctl kernel.unprivileged_userns_clone, user.max_user_namespaces)",
+    (sequence.NETNS, errno_mod.ENOSPC): "the namespace limit is reached (sysctl user.max_user_namespaces, "
+    "user.max_net_namespaces)",
+    (sequence.NETNS, errno_mod.EINVAL): "the kernel lacks CONFIG_USER_NS or CONFIG_NET_NS",
+    (sequence.CAPS, errno_mod.EPERM): "the launcher lacks CAP_SETPCAP to empty the bounding set",
+    (sequence.CLOSE_FDS, errno_mod.ENOSYS): "close_range() needs Linux 5.9",
+    (sequence.EXECVE, errno_mod.ENOENT): "the file, its #! interpreter or its ELF loader does not exist",
+    (sequence.EXECVE, errno_mod.EACCES): "the file or its interpreter is not executable, or the plan "
+    "grants no exec right on it (Landlock checks the interpreter and ELF loader too)",
+    (sequence.EXECVE, errno_mod.EPERM): "the seccomp filter does not allow execve",
+}
+
+
+def failure_from_report(report: bytes, command: ResolvedCommand) -> LaunchError:
+    """The LaunchError for the child's "step errno call" report: 127/126 for execve, else 125."""
+    step_s, _, rest = report.decode(errors="replace").partition(" ")
+    err_s, _, call = rest.partition(" ")
+    try:
+        step, err = int(step_s), int(err_s)
+        call = call or sequence.STEP_CALLS[step]
+    except (ValueError, IndexError):
+        return LaunchError(f"the child failed before exec and sent an unreadable report: {report!r}")
+    code = EXIT_LAUNCH
+    if step == sequence.EXECVE:
+        call = f"execve({command.path})"
+        code = EXIT_NOTFOUND if err == errno_mod.ENOENT else EXIT_NOEXEC
+    name = errno_mod.errorcode.get(err, str(err)) if err else "error"
+    what = f"{name}: {os.strerror(err)}" if err else "an unexpected exception in the child"
+    hint = _HINTS.get((step, err))
+    return LaunchError(f"{call} failed: {what}" + (f"\n  hint: {hint}" if hint else ""), code)
+
+
+def describe(prep: Preparation, plan: Mapping[str, Any], argv: list[str]) -> str:
+    """What a run would enforce on this host (the --dry-run report)."""
+    c = prep.child
+    netns = {
+        "none": "private network namespace, no interface up",
+        "loopback": "private network namespace, lo up",
+        "host": "the host's network",
+    }[c.netns_mode]
+    if c.netns_mode != "host" and c.rootless:
+        netns += " (inside an unprivileged user namespace)"
+    names = {getattr(resource, n): n[7:] for n in dir(resource) if n.startswith("RLIMIT_")}
+    rl = ", ".join(f"{names.get(r, r)}={s}/{h}" for r, s, h in c.rlimits) or "unchanged"
+    if prep.placement and prep.placement.limits:
+        cg = ", ".join(f"{p.limit} on {p.backend}" for p in prep.placement.limits)
+    else:
+        cg = "none (no limits in the plan)"
+    rows = [
+        ("command", f"{prep.command.path} (argv: {' '.join(argv)})"),
+        ("environment", " ".join(sorted(prep.env)) or "(empty)"),
+        ("fds", "0 1 2" + "".join(f" {fd}" for fd in c.keep_fds) + ", all others closed"),
+        ("seccomp", f"{c.seccomp.instructions} BPF instructions" if c.seccomp else "no filter"),
+        ("landlock", prep.landlock_note or "not used by the plan"),
+        ("netns", f"{c.netns_mode}: {netns}"),
+        ("rlimits", rl),
+        ("cgroups", cg),
+        ("capabilities", "all dropped" + (f", bounding set 0..{c.cap_last_cap} emptied" if c.drop_bounding else "")),
+        ("no_new_privs", "set"),
+        ("wall time", f"{prep.deadline_s:g} s" if prep.deadline_s is not None else "unlimited"),
+    ]
+    return "\n".join(f"{k:<13}{v}" for k, v in rows)
+
+
+def _fork(prep: Preparation) -> int:
+    leaf = prep.leaf
+    if leaf is not None and leaf.v2_dir_fd is not None:
+        try:
+            return fork_into_cgroup(leaf.v2_dir_fd)
+        except (OSError, RuntimeError):
+            prep.child.cgroup_procs_fds += (prep.v2_procs_fd,)  # the child joins the v2 leaf itself
+    return os.fork()
+
+
+def _print_stats(outcome: Outcome, leaf: Leaf | None) -> None:
+    ru = outcome.rusage
+    line = (
+        f"sandboxer: stats: exit {outcome.exit_code}, wall {outcome.duration:.3f} s, "
+        f"user {ru.ru_utime:.3f} s, sys {ru.ru_stime:.3f} s, max rss {ru.ru_maxrss} KiB"  # type: ignore[attr-defined]
+    )
+    if leaf is not None:
+        try:
+            st = leaf.stats()
+            line += f", cgroup peak memory {st['memory'].get('peak_bytes')} B, oom kills {st['memory'].get('oom_kills')}"
+        except (CgroupError, OSError, KeyError):
+            pass
+    sys.stderr.write(line + "\n")
+
+
+def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions) -> int:
+    """Run argv under `plan` and the compiled seccomp program `bpf`; the workload's exit code (128+n for signal n).
+
+    Raises LaunchError (125 sandboxer, 126 not executable, 127 not found) when the workload
+    could not be started; nothing is left running and the cgroup leaf is removed on every path.
+    """
+    prep = prepare(plan, bpf, argv, opts)
+    try:
+        for w in prep.warnings:
+            _warn(w)
+        if opts.dry_run:
+            sys.stdout.write(describe(prep, plan, argv) + "\n")
+            sys.stdout.flush()
+            return 0
+        return _run(prep, opts)
+    finally:
+        prep.close()
+        if prep.leaf is not None:
+            try:
+                prep.leaf.remove()
+            except CgroupError as e:
+                _warn(str(e))
+
+
+def _run(prep: Preparation, opts: LaunchOptions) -> int:
+    leaf = prep.leaf
+
+    def kill_all() -> None:
+        signal_group(pid, signal.SIGKILL)
+        if leaf is not None:
+            try:
+                leaf.kill()
+            except CgroupError as e:
+                _warn(str(e))
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    forwarder = SignalForwarder()
+    forwarder.block()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # no finalizer may run in the child between fork and exec
+    try:
+        try:
+            started = time.monotonic()
+            pid = _fork(prep)
+            if pid == 0:
+                sequence.run_child(prep.child)  # never returns
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        os.close(prep.child.err_fd)
+        prep.fds.remove(prep.child.err_fd)
+        forwarder.attach(pid)
+        deadline = None if prep.deadline_s is None else started + prep.deadline_s
+        outcome = supervise(pid, prep.err_r, deadline=deadline, kill=kill_all, started=started)
+    finally:
+        forwarder.restore()
+    if outcome.report:
+        raise failure_from_report(outcome.report, prep.command)
+    if outcome.timed_out:
+        sys.stderr.write(f"sandboxer: wall time of {prep.deadline_s:g} s exceeded: the sandbox was killed\n")
+    if opts.stats:
+        _print_stats(outcome, leaf)
+    return outcome.exit_code

@@ -1,0 +1,127 @@
+"""Launch stage, child side: the workload's steps between fork and execve, in order, in one flat function.
+
+Everything run_child() touches was prepared by the parent (paths opened, rules added, the BPF
+program copied into C memory, argv and envp built as C arrays): the child imports nothing, opens
+nothing but /proc/self files, and reports a failure as "step errno call" on a close-on-exec pipe
+before _exit(125). EOF on that pipe tells the parent the execve happened.
+"""
+
+# ruff: noqa: E702 - run_child() keeps each step on one line so the order reads top to bottom
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+from dataclasses import dataclass
+from typing import NoReturn
+
+from sandboxer.launch import kernel
+from sandboxer.mechanisms.landlock.apply import restrict_self
+from sandboxer.mechanisms.netns.apply import enter_netns
+from sandboxer.mechanisms.seccomp.apply import PreparedFilter
+
+# Step numbers (sent over the pipe) and the call each one is named after in error messages.
+SETSID, PDEATHSIG, SIGNALS, ENVIRONMENT, CLOSE_FDS, CGROUP, NETNS, RLIMITS, CAPS, NO_NEW_PRIVS, \
+    LANDLOCK, SECCOMP, EXECVE = range(13)
+STEP_CALLS = (
+    "setsid()",
+    "prctl(PR_SET_PDEATHSIG)",
+    "resetting signal dispositions and mask",
+    "building the environment",
+    "close_range()",
+    "joining the cgroup leaf (write cgroup.procs)",
+    "entering the network namespace",
+    "setrlimit()",
+    "dropping capabilities",
+    "prctl(PR_SET_NO_NEW_PRIVS)",
+    "landlock_restrict_self()",
+    "seccomp(SECCOMP_SET_MODE_FILTER)",
+    "execve()",
+)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Everything the child needs, computed by the parent before fork. Fields are plain ints, bytes and C arrays."""
+
+    parent_pid: int
+    err_fd: int  # write end of the close-on-exec error pipe
+    exe: bytes  # absolute path to execve
+    argv: ctypes.Array  # char *[] (kernel.cstring_array)
+    envp: ctypes.Array  # char *[]: exactly the granted environment
+    close_ranges: tuple[tuple[int, int], ...] = ()  # fds > 2 to close, around the fds kept below
+    keep_fds: tuple[int, ...] = ()  # --keep-fd: made inheritable and left open
+    cgroup_procs_fds: tuple[int, ...] = ()  # cgroup.procs files the child writes "0" to (joins itself)
+    netns_mode: str = "host"
+    rootless: bool = False
+    uid: int = 0
+    gid: int = 0
+    rlimits: tuple[tuple[int, int, int], ...] = ()  # (resource.RLIMIT_*, soft, hard)
+    cap_last_cap: int = 40
+    drop_bounding: bool = True
+    landlock_fd: int = -1
+    landlock_flags: int = 0
+    seccomp: PreparedFilter | None = None
+
+
+def fd_ranges_to_close(keep: tuple[int, ...] | list[int] | set[int], first: int = 3) -> tuple[tuple[int, int], ...]:
+    """The ranges [lo, hi] of fds >= `first` that are not in `keep` (the last range ends at ~0U)."""
+    ranges = []
+    lo = first
+    for fd in sorted(k for k in set(keep) if k >= first):
+        if fd > lo:
+            ranges.append((lo, fd - 1))
+        lo = fd + 1
+    ranges.append((lo, 0xFFFFFFFF))
+    return tuple(ranges)
+
+
+def _close_fds(p: Prepared) -> None:
+    for lo, hi in p.close_ranges:
+        kernel.close_range(lo, hi)
+    for fd in p.keep_fds:
+        os.set_inheritable(fd, True)
+
+
+def _join_cgroup(p: Prepared) -> None:
+    # "0" is the writing process itself (cgroup-v1.rst, cgroup-v2.rst); the fds were opened by the parent.
+    for fd in p.cgroup_procs_fds:
+        os.write(fd, b"0")
+
+
+def _set_rlimits(p: Prepared) -> None:
+    for res, soft, hard in p.rlimits:
+        resource.setrlimit(res, (soft, hard))
+
+
+def _report(p: Prepared, step: int, err: int, call: object) -> None:
+    detail = call.encode() if isinstance(call, str) else b""
+    try:
+        os.write(p.err_fd, b"%d %d %s" % (step, err, detail))
+    except OSError:
+        pass  # the parent is gone; nothing left to tell
+
+
+def run_child(p: Prepared) -> NoReturn:
+    """The child's side of the launch, one line per step, in the order the design fixes; never returns."""
+    step = SETSID
+    try:
+        step = SETSID;       os.setsid()
+        step = PDEATHSIG;    kernel.set_pdeathsig(signal.SIGKILL, p.parent_pid)
+        step = SIGNALS;      kernel.reset_signals()
+        step = ENVIRONMENT;  envp = p.envp  # built by the parent: granted variables + --env
+        step = CLOSE_FDS;    _close_fds(p)
+        step = CGROUP;       _join_cgroup(p)
+        step = NETNS;        enter_netns(p.netns_mode, rootless=p.rootless, uid=p.uid, gid=p.gid)
+        step = RLIMITS;      _set_rlimits(p)
+        step = CAPS;         kernel.drop_capabilities(p.cap_last_cap, p.drop_bounding)
+        step = NO_NEW_PRIVS; kernel.set_no_new_privs()
+        step = LANDLOCK;     restrict_self(p.landlock_fd, p.landlock_flags) if p.landlock_fd >= 0 else None
+        step = SECCOMP;      p.seccomp.install() if p.seccomp is not None else None
+        step = EXECVE;       kernel.execve(p.exe, p.argv, envp)
+    except OSError as e:
+        _report(p, step, e.errno or 0, e.filename)
+    except BaseException:  # noqa: BLE001 - anything at all must end in _exit, never unwind into the caller
+        _report(p, step, 0, None)
+    os._exit(125)

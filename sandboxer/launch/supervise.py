@@ -1,0 +1,151 @@
+"""Launch stage, parent side after fork: forward signals, wait for the exec report, enforce the wall time, reap.
+
+The workload runs in its own session (setsid), so its process group id is its pid: signals are
+forwarded to that group, and the wall-time kill and the final clean-up take the whole group (and
+the cgroup leaf, through the `kill` callback). The leader is reaped last: while it is a zombie its
+pid cannot be reused, so killpg(pid) can never hit an unrelated group.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Send `sig` to the workload's process group, or to the workload alone before it called setsid()."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class SignalForwarder:
+    """Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT from the launcher to the workload.
+
+    block() runs before fork: the signals stay blocked until attach() knows the pid, and the child
+    inherits the mask, which it resets only after its handlers are back to SIG_DFL (so a signal
+    that arrives meanwhile kills it instead of running the parent's handler in the child).
+    """
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.received: list[int] = []
+        self._old_handlers: dict[int, object] = {}
+        self._old_mask: set[int] | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if self.pid > 0:
+            signal_group(self.pid, signum)
+
+    def block(self) -> None:
+        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            for sig in FORWARDED:
+                self._old_handlers[sig] = signal.signal(sig, self._handle)
+        except ValueError:
+            pass  # not the main thread: Python delivers signals to the main thread only; nothing to forward
+
+    def attach(self, pid: int) -> None:
+        """The workload's pid is known (parent, after fork): let pending and new signals through."""
+        self.pid = pid
+        self._unblock()
+
+    def _unblock(self) -> None:
+        if self._old_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+            self._old_mask = None
+
+    def restore(self) -> None:
+        self._unblock()
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._old_handlers.clear()
+        self.pid = 0
+
+
+@dataclass
+class Outcome:
+    """How the child ended: its wait status and rusage, the failure it reported before exec (if any)."""
+
+    status: int
+    rusage: object
+    report: bytes = b""  # "step errno call" from the error pipe; empty when execve happened
+    timed_out: bool = False
+    duration: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """The workload's exit code, or 128 + n when it died of signal n (as shells report it)."""
+        code = os.waitstatus_to_exitcode(self.status)
+        return 128 - code if code < 0 else code
+
+
+def _remaining(deadline: float | None) -> int:
+    """poll() timeout in ms until `deadline` (monotonic), -1 for none."""
+    if deadline is None:
+        return -1
+    return max(0, int((deadline - time.monotonic()) * 1000) + 1)
+
+
+def _wait_readable(fd: int, deadline: float | None) -> bool:
+    """Wait until `fd` is readable (or hung up); False when the deadline passed first."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        timeout = _remaining(deadline)
+        if poller.poll(timeout):  # a forwarded signal interrupts and PEP 475 retries with the same timeout
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
+def _read_report(err_fd: int, deadline: float | None) -> bytes | None:
+    """The child's failure report, b"" when the pipe reached EOF (execve happened), None on timeout."""
+    if not _wait_readable(err_fd, deadline):
+        return None
+    return os.read(err_fd, 4096)
+
+
+def supervise(
+    pid: int,
+    err_fd: int,
+    *,
+    deadline: float | None,
+    kill: Callable[[], None],
+    started: float,
+) -> Outcome:
+    """Wait for the exec report, then for the workload's end or the deadline; reap it; return how it ended.
+
+    `kill` SIGKILLs everything in the sandbox (process group and cgroup leaf). The caller has
+    closed its copy of the pipe's write end.
+    """
+    timed_out = False
+    report = _read_report(err_fd, deadline)
+    if report is None:
+        timed_out = True
+        kill()
+        report = b""
+    pidfd = os.pidfd_open(pid)  # Linux 5.3; readable once the child has exited (it stays unreaped)
+    try:
+        if not report and not timed_out and not _wait_readable(pidfd, deadline):
+            timed_out = True
+            kill()
+        _wait_readable(pidfd, None)
+    finally:
+        os.close(pidfd)
+    if not report:
+        # The sandbox ends with its workload: background processes it left in its group go too.
+        signal_group(pid, signal.SIGKILL)
+    _, status, rusage = os.wait4(pid, 0)
+    return Outcome(status, rusage, report, timed_out, time.monotonic() - started)

@@ -1,0 +1,129 @@
+"""Stage ①+②: read a manifest and everything it `extends:`, validate, and merge into one Policy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import Diagnostic, ManifestError, Span
+from ..model.policy import Grant, Limits, Policy, Preopen
+from ..model.validate import Document, did_you_mean, validate_document
+from .located import parse_yaml
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "profiles"
+
+
+def builtin_profiles() -> list[str]:
+    """Names of the built-in profiles (`builtin:NAME`)."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_policy(path: str | os.PathLike) -> Policy:
+    """Load, validate and merge a manifest; raises ManifestError listing every problem."""
+    loader = _Loader()
+    docs = loader.load(str(path), None, ())
+    if any(d.severity == "error" for d in loader.diags):
+        raise ManifestError(loader.diags, loader.sources)
+    return _merge(docs, loader.sources)
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.diags: list[Diagnostic] = []
+        self.sources: dict[str, list[str]] = {}
+        self.done: dict[str, list[Document]] = {}
+
+    def load(self, file: str, at: Span | None, chain: tuple[str, ...]) -> list[Document]:
+        """Documents in merge order (bases first, this file last)."""
+        real = os.path.realpath(file)
+        if real in chain:
+            cycle = " -> ".join([*chain[chain.index(real):], real])
+            self.diags.append(Diagnostic(at, f"extends cycle: {cycle}", "remove one of these extends entries"))
+            return []
+        if real in self.done:
+            return self.done[real]
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            self.diags.append(Diagnostic(at, f"cannot read manifest '{file}': {reason}"))
+            return []
+        self.sources[file] = text.splitlines()
+        root, diags = parse_yaml(text, file)
+        self.diags += diags
+        if root is None:
+            return []
+        doc, diags = validate_document(root, file)
+        self.diags += diags
+        docs: list[Document] = []
+        for ref, span in doc.extends:
+            target = self.resolve(ref, file, span)
+            if target:
+                docs += [d for d in self.load(target, span, (*chain, real)) if d not in docs]
+        docs.append(doc)
+        self.done[real] = docs
+        return docs
+
+    def resolve(self, ref: str, file: str, span: Span) -> str | None:
+        if ref.startswith("builtin:"):
+            name = ref.removeprefix("builtin:")
+            candidate = PROFILES_DIR / f"{name}.yaml"
+            if candidate.is_file():
+                return str(candidate)
+            self.diags.append(Diagnostic(
+                span, f"unknown built-in profile '{name}'{did_you_mean(name, builtin_profiles())}",
+                f"built-in profiles: {', '.join(builtin_profiles())}"))
+            return None
+        if os.path.isabs(ref):
+            return ref
+        return os.path.join(os.path.dirname(file) or ".", ref)
+
+
+def _merge(docs: list[Document], sources: dict[str, list[str]]) -> Policy:
+    """Later documents win for settings; grants and paths are unions."""
+    grants: dict[str, Grant] = {}
+    preopens: dict[str, Preopen] = {}
+    limits: dict[str, tuple[object, Span]] = {}
+    compat: dict[str, str] = {}
+    on_violation, network, network_at = "deny", None, None
+    for doc in docs:
+        for name, g in doc.grants.items():
+            old = grants.get(name)
+            grants[name] = g if old is None else Grant(
+                name, _merge_params(old.params, g.params), g.why or old.why, g.at)
+        for p in doc.preopens:
+            old = preopens.get(p.path)
+            preopens[p.path] = p if old is None else Preopen(
+                p.path, old.access | p.access, p.why or old.why, p.at)
+        limits.update(doc.limits)
+        compat.update({k: v for k, (v, _) in doc.compat.items()})
+        if doc.on_violation:
+            on_violation = doc.on_violation[0]
+        if doc.network:
+            network, network_at = doc.network
+    main = docs[-1]
+    fields = {k.replace("-", "_"): v for k, (v, _) in limits.items()}
+    return Policy(
+        name=main.name or Path(main.file).stem,
+        description=main.description or "",
+        grants=dict(sorted(grants.items())),
+        preopens=tuple(sorted(preopens.values(), key=lambda p: p.path)),
+        limits=Limits(**fields, at={k: s for k, (_, s) in limits.items()}),
+        on_violation=on_violation,
+        compat={m: compat.get(m, "strict") for m in ("cgroups", "landlock", "netns", "seccomp")},
+        network=network,
+        network_at=network_at,
+        sources=tuple(reversed([d.file for d in docs])),
+    )
+
+
+def _merge_params(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, list):
+            out[k] = sorted(set(out.get(k, [])) | set(v))
+        elif isinstance(v, dict):
+            out[k] = {**out.get(k, {}), **v}
+        else:
+            out[k] = v
+    return out
