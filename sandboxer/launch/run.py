@@ -17,16 +17,13 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from sandboxer.errors import EXIT_LAUNCH, EXIT_NOEXEC, EXIT_NOTFOUND, EXIT_USAGE
 from sandboxer.launch import kernel, sequence
 from sandboxer.launch.command import ResolvedCommand, resolve_command
 from sandboxer.launch.errors import LaunchError
-from sandboxer.launch.fork import fork_into_cgroup
 from sandboxer.launch.supervise import Outcome, SignalForwarder, signal_group, supervise
-from sandboxer.mechanisms.cgroups.apply import CgroupError, Leaf, create_leaf
-from sandboxer.mechanisms.cgroups.probe import Placement, probe_cgroups, plan_placement
 from sandboxer.mechanisms.landlock.apply import (
     LandlockError,
     LandlockPathError,
@@ -38,6 +35,13 @@ from sandboxer.mechanisms.landlock.probe import probe_landlock
 from sandboxer.mechanisms.netns.apply import MODES as NETNS_MODES
 from sandboxer.mechanisms.netns.probe import probe_netns
 from sandboxer.mechanisms.seccomp.apply import PreparedFilter, SeccompProgramError, prepare_filter
+
+if TYPE_CHECKING:
+    from sandboxer.mechanisms.cgroups.apply import Leaf
+    from sandboxer.mechanisms.cgroups.probe import Placement
+
+# The cgroup modules (and clone3) are imported only when a plan sets limits: a run without them
+# does not pay for them (see `python -X importtime -c "import sandboxer.launch.run"`).
 
 _leaf_counter = itertools.count(1)
 
@@ -189,6 +193,9 @@ def _cgroups(plan: Mapping[str, Any], opts: LaunchOptions, prep: Preparation) ->
     section = {k: v for k, v in (plan.get("cgroups") or {}).items() if v not in (None, {}, [])}
     if not section:
         return
+    from sandboxer.mechanisms.cgroups.apply import CgroupError, create_leaf
+    from sandboxer.mechanisms.cgroups.probe import plan_placement, probe_cgroups
+
     host = probe_cgroups()
     prep.placement = placement = plan_placement(host, section)
     if placement.unenforced:
@@ -268,7 +275,7 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
     except BaseException:
         prep.close()
         if prep.leaf is not None:
-            prep.leaf.remove()
+            _remove_leaf(prep.leaf)
         raise
     return prep
 
@@ -346,9 +353,20 @@ def describe(prep: Preparation, plan: Mapping[str, Any], argv: list[str]) -> str
     return "\n".join(f"{k:<13}{v}" for k, v in rows)
 
 
+def _remove_leaf(leaf: Leaf) -> None:
+    from sandboxer.mechanisms.cgroups.apply import CgroupError
+
+    try:
+        leaf.remove()
+    except CgroupError as e:
+        _warn(str(e))
+
+
 def _fork(prep: Preparation) -> int:
     leaf = prep.leaf
     if leaf is not None and leaf.v2_dir_fd is not None:
+        from sandboxer.launch.fork import fork_into_cgroup
+
         try:
             return fork_into_cgroup(leaf.v2_dir_fd)
         except (OSError, RuntimeError):
@@ -363,6 +381,8 @@ def _print_stats(outcome: Outcome, leaf: Leaf | None) -> None:
         f"user {ru.ru_utime:.3f} s, sys {ru.ru_stime:.3f} s, max rss {ru.ru_maxrss} KiB"  # type: ignore[attr-defined]
     )
     if leaf is not None:
+        from sandboxer.mechanisms.cgroups.apply import CgroupError
+
         try:
             st = leaf.stats()
             line += f", cgroup peak memory {st['memory'].get('peak_bytes')} B, oom kills {st['memory'].get('oom_kills')}"
@@ -389,10 +409,7 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions) 
     finally:
         prep.close()
         if prep.leaf is not None:
-            try:
-                prep.leaf.remove()
-            except CgroupError as e:
-                _warn(str(e))
+            _remove_leaf(prep.leaf)
 
 
 def _run(prep: Preparation, opts: LaunchOptions) -> int:
@@ -401,6 +418,8 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
     def kill_all() -> None:
         signal_group(pid, signal.SIGKILL)
         if leaf is not None:
+            from sandboxer.mechanisms.cgroups.apply import CgroupError
+
             try:
                 leaf.kill()
             except CgroupError as e:

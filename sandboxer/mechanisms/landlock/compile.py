@@ -9,7 +9,9 @@ ACCESS_RIGHTS = {
     "read": ("read_file", "read_dir"),
     "write": ("write_file", "remove_dir", "remove_file", "make_dir", "make_reg", "make_sock",
               "make_fifo", "make_sym", "refer", "truncate", "ioctl_dev"),
-    "exec": ("execute",),
+    # execve opens the file for reading too: Landlock asks for read_file and execute
+    # (security/landlock/fs.c, get_required_file_open_access)
+    "exec": ("execute", "read_file"),
 }
 
 # Files a capability needs beyond the manifest's own paths (skipped at launch when absent).

@@ -32,7 +32,7 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
        "time timer_create timer_delete timer_getoverrun timer_gettime timer_settime "
        "timerfd_create timerfd_gettime timerfd_settime"),
     _g("@default", "what every process needs to start, run and exit",
-       "@basic-io @memory @process-info @self-confine @signal @sync "
+       "@basic-io @memory @poll @process-info @self-confine @signal @sync "
        "arch_prctl execve execveat exit exit_group restart_syscall"),
     _g("@file-read", "open, stat and read files and directories (Landlock decides which)",
        "access chdir faccessat faccessat2 fadvise64 fchdir fgetxattr file_getattr flistxattr flock "
@@ -48,7 +48,7 @@ GROUPS: dict[str, Group] = {g.name: g for g in (
     _g("@file-transfer", "copy between file descriptors inside the kernel",
        "copy_file_range sendfile splice tee vmsplice"),
     _g("@memory", "allocate, map and protect memory",
-       "brk madvise map_shadow_stack membarrier memfd_create mincore mlock mlock2 mlockall mprotect "
+       "brk madvise map_shadow_stack membarrier memfd_create mincore mlock mlock2 mlockall mmap mprotect "
        "mremap mseal msync munlock munlockall munmap pkey_alloc pkey_free pkey_mprotect"),
     _g("@network-io", "use sockets the process may create (seccomp checks socket(); Landlock the ports)",
        "accept accept4 bind connect getpeername getsockname getsockopt listen recvfrom recvmmsg "
