@@ -74,7 +74,7 @@ CAPABILITIES: dict[str, Capability] = {c.name: c for c in (
         other="network namespace: host"),
     Capability(
         "wasi:sockets/ip-name-lookup", "resolve host names (resolver files, DNS over UDP/TCP 53)",
-        seccomp=("@network-io",), seccomp_note="socket(AF_INET/AF_INET6, SOCK_DGRAM | SOCK_STREAM)",
+        seccomp=("@network-io",), seccomp_note="socket(AF_INET/AF_INET6, SOCK_DGRAM or SOCK_STREAM)",
         landlock="read /etc/resolv.conf /etc/hosts /etc/nsswitch.conf …; connect_tcp 53",
         other="network namespace: host"),
     Capability(
