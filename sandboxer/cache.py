@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 from . import __version__
 
@@ -50,8 +49,10 @@ def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str] | 
     return plan, bpf, sha
 
 
-def store(manifest: str, target: tuple[str, int], sources: tuple[str, ...], files: dict[str, bytes]) -> None:
+def store(manifest: str, target: tuple[str, int], sources: list[str], files: dict[str, bytes]) -> None:
     """Write an entry atomically (best effort: a read-only cache only costs speed)."""
+    import tempfile  # only on a miss: the hit path stays lean
+
     sha = _sha256(manifest)
     entry = os.path.join(cache_root(), entry_key(manifest, sha, target))
     try:

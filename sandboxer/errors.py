@@ -2,34 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 EXIT_USAGE = 2  # bad manifest or usage
 EXIT_LAUNCH = 125  # sandboxer failed before exec
 EXIT_NOEXEC = 126
 EXIT_NOTFOUND = 127
 
 
-@dataclass(frozen=True)
-class Span:
-    """Where a manifest node came from: file, 1-based line and column."""
+class Span(tuple):
+    """Where a manifest node came from: file, 1-based line and column (a named triple, cheap to import)."""
 
-    file: str
-    line: int
-    col: int
+    __slots__ = ()
+
+    def __new__(cls, file: str, line: int, col: int) -> "Span":
+        return tuple.__new__(cls, (file, line, col))
+
+    file = property(lambda self: self[0])
+    line = property(lambda self: self[1])
+    col = property(lambda self: self[2])
+
+    def __repr__(self) -> str:
+        return f"Span({self.file!r}, {self.line}, {self.col})"
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-@dataclass(frozen=True)
 class Diagnostic:
     """One compiler-style problem: where, what, and how to fix it."""
 
-    span: Span | None
-    message: str
-    hint: str | None = None
-    severity: str = "error"
+    __slots__ = ("span", "message", "hint", "severity")
+
+    def __init__(self, span: Span | None, message: str, hint: str | None = None, severity: str = "error") -> None:
+        self.span, self.message, self.hint, self.severity = span, message, hint, severity
+
+    def __repr__(self) -> str:
+        return f"Diagnostic({self.span!r}, {self.message!r}, {self.hint!r}, {self.severity!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Diagnostic) and repr(self) == repr(other)
 
     def render(self, source_lines: dict[str, list[str]] | None = None) -> str:
         where = f"{self.span}: " if self.span else ""
@@ -54,13 +64,15 @@ class SandboxerError(Exception):
         return f"sandboxer: {self}"
 
 
-@dataclass
 class ManifestError(SandboxerError):
     """All problems found in a manifest, reported at once (exit 2)."""
 
-    diagnostics: list[Diagnostic]
-    sources: dict[str, list[str]] = field(default_factory=dict)
     exit_code = EXIT_USAGE
+
+    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, list[str]] | None = None) -> None:
+        super().__init__(diagnostics)
+        self.diagnostics = diagnostics
+        self.sources = sources or {}
 
     def __str__(self) -> str:
         return self.render()

@@ -34,7 +34,7 @@ from sandboxer.mechanisms.landlock.apply import (
 from sandboxer.mechanisms.landlock.probe import probe_landlock
 from sandboxer.mechanisms.netns.apply import MODES as NETNS_MODES
 from sandboxer.mechanisms.netns.probe import probe_netns
-from sandboxer.mechanisms.seccomp.apply import PreparedFilter, SeccompProgramError, prepare_filter
+from sandboxer.mechanisms.seccomp.apply import SeccompProgramError, prepare_filter
 
 if TYPE_CHECKING:
     from sandboxer.mechanisms.cgroups.apply import Leaf
@@ -182,8 +182,11 @@ def _landlock(plan: Mapping[str, Any], opts: LaunchOptions, prep: Preparation) -
             if compat == "strict":
                 raise LaunchError(f"{e}.\n           Create it, remove the grant, or run with --best-effort.") from None
             # Best effort: a missing path grants nothing, so leaving its rule out is stricter, not looser.
+            remaining = [r for r in paths if r["path"] != e.path]
+            if len(remaining) == len(paths):
+                raise LaunchError(str(e)) from None
             prep.warnings.append(f"{e}: rule skipped")
-            paths = [r for r in paths if r["path"] != e.path]
+            paths = remaining
         except LandlockError as e:
             raise LaunchError(str(e)) from None
     prep.landlock_note = f"ABI {host.abi} (plan: ABI {plan['landlock']['abi']}), {len(paths)} path rules"
@@ -385,7 +388,8 @@ def _print_stats(outcome: Outcome, leaf: Leaf | None) -> None:
 
         try:
             st = leaf.stats()
-            line += f", cgroup peak memory {st['memory'].get('peak_bytes')} B, oom kills {st['memory'].get('oom_kills')}"
+            mem = st["memory"]
+            line += f", cgroup peak memory {mem.get('peak_bytes')} B, oom kills {mem.get('oom_kills')}"
         except (CgroupError, OSError, KeyError):
             pass
     sys.stderr.write(line + "\n")

@@ -10,12 +10,19 @@ from ..model.policy import Grant, Limits, Policy, Preopen
 from ..model.validate import Document, did_you_mean, validate_document
 from .located import parse_yaml
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "profiles"
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
 def builtin_profiles() -> list[str]:
     """Names of the built-in profiles (`builtin:NAME`)."""
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def source_path(name: str) -> str:
+    """The file behind a span's file name (`builtin:NAME` → the installed profile)."""
+    if name.startswith("builtin:"):
+        return str(PROFILES_DIR / f"{name.removeprefix('builtin:')}.yaml")
+    return name
 
 
 def load_policy(path: str | os.PathLike) -> Policy:
@@ -34,7 +41,10 @@ class _Loader:
         self.done: dict[str, list[Document]] = {}
 
     def load(self, file: str, at: Span | None, chain: tuple[str, ...]) -> list[Document]:
-        """Documents in merge order (bases first, this file last)."""
+        """Documents in merge order (bases first, this file last).
+
+        Built-in profiles are named `builtin:NAME` in spans, wherever sandboxer is installed."""
+        display, file = file, source_path(file)
         real = os.path.realpath(file)
         if real in chain:
             cycle = " -> ".join([*chain[chain.index(real):], real])
@@ -48,12 +58,12 @@ class _Loader:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             self.diags.append(Diagnostic(at, f"cannot read manifest '{file}': {reason}"))
             return []
-        self.sources[file] = text.splitlines()
-        root, diags = parse_yaml(text, file)
+        self.sources[display] = text.splitlines()
+        root, diags = parse_yaml(text, display)
         self.diags += diags
         if root is None:
             return []
-        doc, diags = validate_document(root, file)
+        doc, diags = validate_document(root, display)
         self.diags += diags
         docs: list[Document] = []
         for ref, span in doc.extends:
@@ -67,9 +77,8 @@ class _Loader:
     def resolve(self, ref: str, file: str, span: Span) -> str | None:
         if ref.startswith("builtin:"):
             name = ref.removeprefix("builtin:")
-            candidate = PROFILES_DIR / f"{name}.yaml"
-            if candidate.is_file():
-                return str(candidate)
+            if (PROFILES_DIR / f"{name}.yaml").is_file():
+                return ref
             self.diags.append(Diagnostic(
                 span, f"unknown built-in profile '{name}'{did_you_mean(name, builtin_profiles())}",
                 f"built-in profiles: {', '.join(builtin_profiles())}"))

@@ -1,4 +1,4 @@
-"""Probe stage, read-only: can this process get a private network namespace, and does it need a user namespace for it?"""
+"""Probe stage, read-only: can this process get a private network namespace, and does it need a user namespace?"""
 
 from __future__ import annotations
 

@@ -1,0 +1,113 @@
+"""Launch cost of `sandboxer run /bin/true` against bare exec, bwrap, firejail and a stdlib-only lower bound.
+
+Every command runs N times, interleaved round by round (so machine noise hits all alike), with
+the same interpreter. Prints median and p90 in ms and ratios. Usage:
+
+    .venv/bin/python benchmarks/launch.py [-n 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+STRICT = """sandboxer: 1
+name: true-strict
+extends: [builtin:dynamic-linking]
+imports:
+  wasi:filesystem/preopens:
+    - {path: /usr/bin/true, access: exec}
+"""
+LIMITS = STRICT + "limits: {memory: 64Mi, pids: 8, cpu: 0.5}\n"
+
+# The floor for any Python launcher: fork, no_new_privs, a Landlock ruleset, a seccomp filter, exec.
+LOWER_BOUND = r"""
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+attr = struct.pack("QQQ", 0xFFFF, 0x3, 0x3)
+prog = struct.pack("<HBBI", 0x06, 0, 0, 0x7FFF0000)
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+fprog = Fprog(1, prog)
+fd = libc.syscall(444, attr, len(attr), 0)
+for path in ("/usr", "/etc/ld.so.cache"):
+    pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    rule = struct.pack("<Qi", 0x5 | (0x8 if path == "/usr" else 0), pfd)  # execute, read_file, read_dir
+    assert libc.syscall(445, fd, 1, rule, 0) == 0
+    os.close(pfd)
+pid = os.fork()
+if pid == 0:
+    libc.prctl(38, 1, 0, 0, 0)
+    libc.syscall(446, fd, 0)
+    libc.syscall(317, 1, 0, ctypes.byref(fprog))
+    os.execv("/usr/bin/true", ["true"])
+_, status = os.waitpid(pid, 0)
+raise SystemExit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def commands(tmp: Path) -> dict[str, list[str]]:
+    strict, limits = tmp / "true.yaml", tmp / "true-limits.yaml"
+    strict.write_text(STRICT)
+    limits.write_text(LIMITS)
+    sandboxer = [PY, "-m", "sandboxer", "run"]
+    cmds = {
+        "bare /bin/true": ["/bin/true"],
+        "python -c pass": [PY, "-c", "pass"],
+        "python lower bound (fork+landlock+seccomp+exec)": [PY, "-c", LOWER_BOUND],
+        "sandboxer run (cached, strict)": [*sandboxer, str(strict), "--", "/usr/bin/true"],
+    }
+    if os.geteuid() == 0:
+        cmds["sandboxer run (cached, strict, memory+pids+cpu)"] = [*sandboxer, str(limits), "--", "/usr/bin/true"]
+    if shutil.which("bwrap"):
+        cmds["bwrap --ro-bind / / --unshare-all"] = ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "/bin/true"]
+    if shutil.which("firejail"):
+        cmds["firejail --noprofile"] = ["firejail", "--quiet", "--noprofile", "/bin/true"]
+    return cmds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=100)
+    n = ap.parse_args().n
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
+        cmds = commands(tmp)
+        for cmd in cmds.values():  # warm up: fills the plan cache, page cache
+            subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times: dict[str, list[float]] = {k: [] for k in cmds}
+        for _ in range(n):
+            for name, cmd in cmds.items():
+                t0 = time.perf_counter()
+                subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                times[name].append((time.perf_counter() - t0) * 1000)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"launch of /bin/true, {n} interleaved rounds, interpreter {PY}")
+    print(f"{'command':<52} {'median ms':>10} {'p90 ms':>8}")
+    for k, v in times.items():
+        print(f"{k:<52} {med[k]:>10.2f} {statistics.quantiles(v, n=10)[-1]:>8.2f}")
+    ours = med["sandboxer run (cached, strict)"]
+    lb = med["python lower bound (fork+landlock+seccomp+exec)"]
+    print(f"\nsandboxer / lower bound      = {ours / lb:.2f}x   (target <= 1.3)")
+    if "firejail --noprofile" in med:
+        print(f"sandboxer / firejail         = {ours / med['firejail --noprofile']:.2f}x   (target <= 0.5)")
+    if "bwrap --ro-bind / / --unshare-all" in med:
+        print(f"sandboxer / bwrap            = {ours / med['bwrap --ro-bind / / --unshare-all']:.2f}x")
+    key = "sandboxer run (cached, strict, memory+pids+cpu)"
+    if key in med:
+        print(f"cgroup limits add            = {med[key] - ours:+.2f} ms (v1 placement on this host)")
+
+
+if __name__ == "__main__":
+    main()
