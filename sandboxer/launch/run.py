@@ -257,6 +257,12 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
         # its own user namespace. Without it, no_new_privs already stops execve from gaining capabilities.
         child.drop_bounding = not rootless or child.netns_mode != "host"
         child.rlimits = _rlimits(plan, rootless, prep.warnings)
+        stdio = plan.get("stdio", {})
+        child.null_stdio = tuple(fd for fd, name in enumerate(("stdin", "stdout", "stderr"))
+                                 if not stdio.get(name, True))
+        if child.null_stdio:
+            child.devnull_fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            prep.fds.append(child.devnull_fd)
         if bpf:
             try:
                 child.seccomp = prepare_filter(bpf)
@@ -334,7 +340,10 @@ def describe(prep: Preparation, plan: Mapping[str, Any], argv: list[str]) -> str
     }[c.netns_mode]
     if c.netns_mode != "host" and c.rootless:
         netns += " (inside an unprivileged user namespace)"
-    names = {getattr(resource, n): n[7:] for n in dir(resource) if n.startswith("RLIMIT_")}
+    names: dict[int, str] = {}
+    for n in sorted(dir(resource)):  # NOFILE before its alias OFILE
+        if n.startswith("RLIMIT_"):
+            names.setdefault(getattr(resource, n), n[7:])
     rl = ", ".join(f"{names.get(r, r)}={s}/{h}" for r, s, h in c.rlimits) or "unchanged"
     if prep.placement and prep.placement.limits:
         cg = ", ".join(f"{p.limit} on {p.backend}" for p in prep.placement.limits)
@@ -388,8 +397,14 @@ def _print_stats(outcome: Outcome, leaf: Leaf | None) -> None:
 
         try:
             st = leaf.stats()
-            mem = st["memory"]
-            line += f", cgroup peak memory {mem.get('peak_bytes')} B, oom kills {mem.get('oom_kills')}"
+            for label, value, unit in (
+                ("cgroup cpu", st["cpu"].get("usage_usec"), " us"),
+                ("peak memory", st["memory"].get("peak_bytes"), " B"),
+                ("oom kills", st["memory"].get("oom_kills"), ""),
+                ("pids peak", st["pids"].get("peak"), ""),
+            ):
+                if value is not None:  # None: this host's cgroups do not account it
+                    line += f", {label} {value}{unit}"
         except (CgroupError, OSError, KeyError):
             pass
     sys.stderr.write(line + "\n")
@@ -429,12 +444,17 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
             except CgroupError as e:
                 _warn(str(e))
 
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # or the child's copy of a buffer could be written twice
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
     forwarder = SignalForwarder()
     forwarder.block()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # no finalizer may run in the child between fork and exec
+    pid = 0
+    outcome: Outcome | None = None
     try:
         try:
             started = time.monotonic()
@@ -451,6 +471,9 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
         outcome = supervise(pid, prep.err_r, deadline=deadline, kill=kill_all, started=started)
     finally:
         forwarder.restore()
+        if pid > 0 and outcome is None:  # the parent failed while the child lived: leave nothing behind
+            kill_all()
+            os.waitpid(pid, 0)
     if outcome.report:
         raise failure_from_report(outcome.report, prep.command)
     if outcome.timed_out:

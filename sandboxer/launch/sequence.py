@@ -22,13 +22,14 @@ from sandboxer.mechanisms.netns.apply import enter_netns
 from sandboxer.mechanisms.seccomp.apply import PreparedFilter
 
 # Step numbers (sent over the pipe) and the call each one is named after in error messages.
-SETSID, PDEATHSIG, SIGNALS, ENVIRONMENT, CLOSE_FDS, CGROUP, NETNS, RLIMITS, CAPS, NO_NEW_PRIVS, \
-    LANDLOCK, SECCOMP, EXECVE = range(13)
+SETSID, PDEATHSIG, SIGNALS, ENVIRONMENT, STDIO, CLOSE_FDS, CGROUP, NETNS, RLIMITS, CAPS, NO_NEW_PRIVS, \
+    LANDLOCK, SECCOMP, EXECVE = range(14)
 STEP_CALLS = (
     "setsid()",
     "prctl(PR_SET_PDEATHSIG)",
     "resetting signal dispositions and mask",
     "building the environment",
+    "dup2(/dev/null) over ungranted stdio",
     "close_range()",
     "joining the cgroup leaf (write cgroup.procs)",
     "entering the network namespace",
@@ -52,6 +53,8 @@ class Prepared:
     envp: ctypes.Array  # char *[]: exactly the granted environment
     close_ranges: tuple[tuple[int, int], ...] = ()  # fds > 2 to close, around the fds kept below
     keep_fds: tuple[int, ...] = ()  # --keep-fd: made inheritable and left open
+    devnull_fd: int = -1  # /dev/null, opened by the parent, for ungranted stdio
+    null_stdio: tuple[int, ...] = ()  # 0, 1, 2 when wasi:cli/stdin, stdout, stderr are not granted
     cgroup_procs_fds: tuple[int, ...] = ()  # cgroup.procs files the child writes "0" to (joins itself)
     netns_mode: str = "host"
     rootless: bool = False
@@ -111,6 +114,7 @@ def run_child(p: Prepared) -> NoReturn:
         step = PDEATHSIG;    kernel.set_pdeathsig(signal.SIGKILL, p.parent_pid)
         step = SIGNALS;      kernel.reset_signals()
         step = ENVIRONMENT;  envp = p.envp  # built by the parent: granted variables + --env
+        step = STDIO;        [os.dup2(p.devnull_fd, fd) for fd in p.null_stdio]
         step = CLOSE_FDS;    _close_fds(p)
         step = CGROUP;       _join_cgroup(p)
         step = NETNS;        enter_netns(p.netns_mode, rootless=p.rootless, uid=p.uid, gid=p.gid)
