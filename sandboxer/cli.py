@@ -125,3 +125,57 @@ def run(ctx: typer.Context) -> None:
     from .runner import main as run_main
 
     raise typer.Exit(run_main(list(ctx.args)))
+
+
+@app.command()
+def k8s(manifest: Path = typer.Argument(..., help="the manifest"),
+        command: Optional[List[str]] = typer.Argument(None, help="the container's command, after --"),
+        out: Path = typer.Option(..., "-o", "--out", help="directory to write the Kubernetes files into"),
+        image: Optional[str] = typer.Option(None, "--image", help="container image (required without --patch)"),
+        name: Optional[str] = typer.Option(None, "--name", help="object and profile name (default: the manifest's name)"),
+        namespace: str = typer.Option("default", "--namespace", "-n", help="namespace of every object"),
+        entrypoint: bool = typer.Option(False, "--entrypoint",
+                                        help="run the command under `sandboxer run` with the plan from a ConfigMap"),
+        patch: bool = typer.Option(False, "--patch", help="a strategic-merge patch for a Deployment instead of a Pod"),
+        arch: Optional[str] = ARCH_OPT, landlock_abi: Optional[int] = ABI_OPT) -> None:
+    """Write a Pod (or Deployment patch), NetworkPolicy, Localhost seccomp JSON and SPO SeccompProfile."""
+    from .export.k8s import export_k8s
+
+    try:
+        plan = compile_plan(load_policy(manifest), _target(arch, landlock_abi))
+        files = export_k8s(plan, name=name, namespace=namespace, image=image, entrypoint=entrypoint,
+                           patch=patch, command=command or None, manifest_text=manifest.read_text())
+    except ValueError as e:
+        _fail(UsageError(str(e)))
+    except SandboxerError as e:
+        _fail(e)
+    for rel, text in sorted(files.items()):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    typer.echo(f"{manifest} -> {out}/ ({', '.join(sorted(files))})")
+
+
+@app.command("import-oci")
+def import_oci_cmd(profile: Path = typer.Argument(..., help="an OCI/Docker seccomp profile (JSON)"),
+                   as_json: bool = typer.Option(False, "--json", help="machine-readable report"),
+                   manifest: bool = typer.Option(False, "--manifest", help="print a manifest skeleton instead"),
+                   arch: Optional[str] = typer.Option(None, "--arch", help="x86_64 or aarch64 (default: this host)")) -> None:
+    """Read an OCI seccomp profile: what it allows, as capabilities, and what no capability grants."""
+    from .export.oci_import import import_oci, render_import, suggest_manifest
+
+    try:
+        arch = _target(arch, None).arch
+        data = json.loads(profile.read_text())
+        if not isinstance(data, dict) or "defaultAction" not in data:
+            raise UsageError(f"{profile}: not an OCI seccomp profile (no defaultAction)")
+    except (OSError, ValueError) as e:
+        _fail(UsageError(f"cannot read {profile}: {e}"))
+    except SandboxerError as e:
+        _fail(e)
+    report = import_oci(data, arch)
+    if as_json:
+        typer.echo(dumps(report), nl=False)
+    elif manifest:
+        typer.echo(suggest_manifest(report), nl=False)
+    else:
+        typer.echo(render_import(report), nl=False)

@@ -26,6 +26,8 @@ def explain_plan(plan: dict) -> str:
     seccomp_ok = probe_seccomp()["filter"]
     by_cap: dict[str, list[str]] = {}
     for sc in plan["seccomp"]["syscalls"]:
+        if sc["action"] != "allow" and not sc.get("rules"):
+            continue  # clone3 → ENOSYS, never-granted calls in complain mode
         for cap in sc["because"]:
             label = sc["name"] + ("*" if sc.get("rules") else "")
             by_cap.setdefault(cap, []).append(label)
@@ -46,7 +48,8 @@ def explain_plan(plan: dict) -> str:
         abi = _NEEDS_ABI.get(name.split()[0])
         here = "enforced here" if seccomp_ok and (abi is None or host_abi >= abi) else "NOT enforced here"
         out.append(f"{name}")
-        out.append(f"    seccomp   {len(syscalls)} syscalls: {_short(syscalls)}")
+        if syscalls:
+            out.append(f"    seccomp   {len(syscalls)} syscall{'s' if len(syscalls) != 1 else ''}: {_short(syscalls)}")
         if land:
             out.append(f"    landlock  {'; '.join(land)}")
         out.append(f"    kernel    {kernel}: {here}")

@@ -172,16 +172,23 @@ def cannot_express(plan: dict, entrypoint: bool) -> list[str]:
 
 def _steps(name: str, namespace: str, entrypoint: bool, patch: bool) -> list[str]:
     ns = f"-n {namespace} "
-    steps = ["HOW TO APPLY (from the directory holding these files):",
-             "  1. on EVERY node that may run the pod, as root (the kubelet reads Localhost profiles there):",
-             f"       install -D -m 0644 seccomp/{name}.json {KUBELET_SECCOMP_ROOT}/{PROFILE_SUBDIR}/{name}.json",
-             "     or, with the Security Profiles Operator installed: kubectl apply -f seccompprofile.yaml",
-             f"     and point localhostProfile at the path it reports (kubectl {ns}get sp {name}"
-             " -o jsonpath='{.status.localhostProfile}').",
-             f"  2. kubectl {ns}apply -f networkpolicy.yaml"]
+    install = f"install -D -m 0644 seccomp/{name}.json {KUBELET_SECCOMP_ROOT}/{PROFILE_SUBDIR}/{name}.json"
+    steps = ["HOW TO APPLY (from the directory holding these files):"]
+    if entrypoint:
+        steps += ["  1. nothing on the nodes: `sandboxer run` installs these seccomp rules itself, and the pod",
+                  "     uses RuntimeDefault, because the launcher needs calls the workload does not (fork,",
+                  "     Landlock setup). To confine other pods with the same rules, copy the profile to every node:",
+                  f"       {install}"]
+    else:
+        steps += ["  1. on EVERY node that may run the pod, as root (the kubelet reads Localhost profiles there):",
+                  f"       {install}",
+                  "     or, with the Security Profiles Operator: kubectl apply -f seccompprofile.yaml, then set",
+                  "     localhostProfile to the path the operator reports:",
+                  f"       kubectl {ns}get sp {name} -o jsonpath='{{.status.localhostProfile}}'"]
+    steps.append(f"  2. kubectl {ns}apply -f networkpolicy.yaml")
     n = 3
     if entrypoint:
-        steps.append(f"  {n}. kubectl {ns}apply -f configmap.yaml")
+        steps.append(f"  {n}. kubectl {ns}apply -f configmap.yaml   (the image must have `sandboxer` on its PATH)")
         n += 1
     if patch:
         steps.append(f"  {n}. kubectl {ns}patch deployment DEPLOYMENT --patch-file deployment-patch.yaml")
@@ -386,9 +393,10 @@ def export_k8s(plan: dict, *, name: str | None = None, namespace: str = "default
         "wasi:sockets/* grants. It is enforced only where the cluster's CNI plugin supports NetworkPolicy.",
         *_network_summary(plan)) + _yaml(_network_policy(plan, name, namespace))
     files["seccompprofile.yaml"] = header(
-        "seccompprofile.yaml: the same seccomp rules as seccomp/" + name + ".json, as a Security Profiles",
-        f"Operator SeccompProfile ({SPO_API}): the operator writes it to every node, so no node copy",
-        "is needed. Unlike the JSON it carries no comments (the CRD has no such field).") + _yaml(
+        f"seccompprofile.yaml: the same seccomp rules as seccomp/{name}.json, as a Security Profiles",
+        f"Operator SeccompProfile ({SPO_API}):",
+        "the operator writes it to every node, so no node copy is needed. Unlike the JSON it carries no",
+        "comments, and its default errno is the runtime's EPERM (the CRD has neither field).") + _yaml(
         _spo_profile(oci, name, namespace, plan["name"]))
     if entrypoint:
         bundle = render_bundle(plan_for_pod(plan))

@@ -30,7 +30,9 @@ def load_policy(path: str | os.PathLike) -> Policy:
     loader = _Loader()
     docs = loader.load(str(path), None, ())
     if any(d.severity == "error" for d in loader.diags):
-        raise ManifestError(loader.diags, loader.sources)
+        files = list(loader.sources)  # in the order they were read: the manifest first
+        order = lambda d: (files.index(d.span.file), d.span.line, d.span.col) if d.span and d.span.file in files else (-1, 0, 0)  # noqa: E731
+        raise ManifestError(sorted(loader.diags, key=order), loader.sources)
     return _merge(docs, loader.sources)
 
 
@@ -39,6 +41,7 @@ class _Loader:
         self.diags: list[Diagnostic] = []
         self.sources: dict[str, list[str]] = {}
         self.done: dict[str, list[Document]] = {}
+        self.names: dict[str, str] = {}  # real path -> the name the user wrote
 
     def load(self, file: str, at: Span | None, chain: tuple[str, ...]) -> list[Document]:
         """Documents in merge order (bases first, this file last).
@@ -46,8 +49,10 @@ class _Loader:
         Built-in profiles are named `builtin:NAME` in spans, wherever sandboxer is installed."""
         display, file = file, source_path(file)
         real = os.path.realpath(file)
+        self.names.setdefault(real, display)
         if real in chain:
-            cycle = " -> ".join([*chain[chain.index(real):], real])
+            names = dict(self.names)
+            cycle = " -> ".join(names.get(r, r) for r in [*chain[chain.index(real):], real])
             self.diags.append(Diagnostic(at, f"extends cycle: {cycle}", "remove one of these extends entries"))
             return []
         if real in self.done:
@@ -85,7 +90,7 @@ class _Loader:
             return None
         if os.path.isabs(ref):
             return ref
-        return os.path.join(os.path.dirname(file) or ".", ref)
+        return os.path.normpath(os.path.join(os.path.dirname(file), ref))
 
 
 def _merge(docs: list[Document], sources: dict[str, list[str]]) -> Policy:

@@ -83,7 +83,7 @@ def _convert(node: yaml.Node, file: str, diags: list[Diagnostic], loader: Any,
                 continue
             if key in out:
                 first = out[key].key_span
-                diags.append(Diagnostic(kspan, f"duplicate key '{key}' (first defined at {first})",
+                diags.append(Diagnostic(kspan, f"duplicate key '{key}' (first defined on line {first.line})",
                                         "merge the two entries into one"))
                 continue
             out[key] = _convert(v, file, diags, loader, kspan)

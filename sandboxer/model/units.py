@@ -51,7 +51,7 @@ def parse_cores(value: object) -> float:
     else:
         raise ValueError(f"'{value}' is not a number of cores (e.g. 0.5 or 500m)")
     if cores < 0.01:
-        raise ValueError("cpu must be at least 0.01 cores (10m)")
+        raise ValueError(f"'{value}' is below the minimum of 0.01 cores (10m)")
     return cores
 
 

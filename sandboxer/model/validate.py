@@ -13,6 +13,7 @@ from . import registry as reg
 from .policy import Grant, Preopen
 from .units import parse_cores, parse_count, parse_duration, parse_port, parse_size
 
+ACCESS_SPELLINGS = (*reg.ACCESS_MODES, "read+write", "read+exec", "read+write+exec")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LIMIT_PARSERS = {"size": parse_size, "count": parse_count, "cores": parse_cores,
                   "duration": parse_duration}
@@ -263,7 +264,7 @@ class _Checker:
         modes = set()
         for part in (p.strip() for p in parts):
             if part not in reg.ACCESS_MODES:
-                self.error(node.span, f"unknown access '{part}'{did_you_mean(part, reg.ACCESS_MODES)}",
+                self.error(node.span, f"unknown access '{part}'{did_you_mean(part, ACCESS_SPELLINGS)}",
                            "use read, write, exec, or a combination such as read+write")
                 return None
             modes.add(part)

@@ -61,7 +61,6 @@ def test_several_errors_are_all_reported_in_file_order(monkeypatch: pytest.Monke
     assert spans == sorted(spans)
 
 
-@pytest.mark.xfail(strict=True, reason="validate.py checks sections in a fixed order, not file order")
 def test_diagnostics_follow_the_file_not_the_checker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Errors come out in file order even when `limits:` is written before `imports:`."""
     monkeypatch.chdir(tmp_path)

@@ -86,7 +86,8 @@ def _degradations(policy: Policy, abi: int) -> list[dict]:
         add("wasi:sockets/ip-name-lookup", "TCP connects are not limited to port 53", 4,
             policy.grants["wasi:sockets/ip-name-lookup"].at)
     if abi < 6:
-        add(None, "signals to processes outside the sandbox are not blocked", 6, None)
+        # Not a grant the manifest made, so not a refusal: launch prints it (a PID namespace would close it).
+        add(None, "signals to processes outside the sandbox are not blocked", 6, None, "warning")
     if abi < 3 and policy.preopens:
         add("wasi:filesystem/preopens", "files readable but not writable can still be truncated", 3,
             policy.preopens[0].at)

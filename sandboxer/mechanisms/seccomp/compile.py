@@ -44,6 +44,12 @@ def compile_seccomp(policy: Policy, arch: str) -> dict:
         allow(groups.expand(["@file-write"]), "wasi:filesystem/preopens")
 
     entries = {name: {"action": "allow", "because": sorted(why)} for name, why in allowed.items()}
+    if policy.on_violation == "log":
+        # Complain mode lets would-be denials run to record them; what no capability can ever grant
+        # (ptrace, io_uring, mount…) would teach nothing and could escape, so it stays denied.
+        for name, reason in groups.NEVER.items():
+            if name in tbl.SYSCALLS:
+                entries[name] = {"action": "errno:EPERM", "because": ["never"], "why": reason}
     for name, entry in _checked_calls(policy).items():
         if name in tbl.SYSCALLS:
             entries[name] = entry
