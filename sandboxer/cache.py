@@ -7,13 +7,17 @@ changed base profile is never served stale.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import marshal  # built in: no import cost, and loads a plan ~10x faster than json
 import os
+
+try:  # the builtin module; hashlib would first load OpenSSL (~2.5 ms on every launch)
+    from _sha256 import sha256
+except ImportError:  # pragma: no cover - interpreters without the builtin
+    from hashlib import sha256
 
 from . import __version__
 
-PLAN_FILE, BPF_FILE, INPUTS_FILE = "plan.json", "seccomp.bpf", "inputs.json"
+ENTRY_FILE = "plan.marshal"  # (inputs, plan, bpf) in one file: one open, one read
 
 
 def cache_root() -> str:
@@ -23,49 +27,41 @@ def cache_root() -> str:
 
 def _sha256(path: str) -> str:
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        return sha256(f.read()).hexdigest()
 
 
 def entry_key(manifest: str, manifest_sha: str, target: tuple[str, int]) -> str:
-    text = f"{__version__}\0{target[0]}\0{target[1]}\0{os.path.realpath(manifest)}\0{manifest_sha}"
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    text = f"{__version__}\0{marshal.version}\0{target[0]}\0{target[1]}\0{os.path.realpath(manifest)}\0{manifest_sha}"
+    return sha256(text.encode()).hexdigest()[:32]
 
 
 def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str] | None:
     """(plan, bpf, manifest sha256) when a fresh entry exists, else None."""
     sha = _sha256(manifest)
-    entry = os.path.join(cache_root(), entry_key(manifest, sha, target))
+    path = os.path.join(cache_root(), entry_key(manifest, sha, target))
     try:
-        with open(os.path.join(entry, INPUTS_FILE)) as f:
-            inputs = json.load(f)
-        if any(_sha256(path) != digest for path, digest in inputs):
+        with open(path, "rb") as f:
+            inputs, plan, bpf = marshal.loads(f.read())
+        if any(_sha256(p) != digest for p, digest in inputs):
             return None
-        with open(os.path.join(entry, PLAN_FILE), "rb") as f:
-            plan = json.load(f)
-        with open(os.path.join(entry, BPF_FILE), "rb") as f:
-            bpf = f.read()
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, TypeError):
         return None
     return plan, bpf, sha
 
 
-def store(manifest: str, target: tuple[str, int], sources: list[str], files: dict[str, bytes]) -> None:
+def store(manifest: str, target: tuple[str, int], sources: list[str], plan: dict, bpf: bytes) -> None:
     """Write an entry atomically (best effort: a read-only cache only costs speed)."""
-    import tempfile  # only on a miss: the hit path stays lean
-
     sha = _sha256(manifest)
-    entry = os.path.join(cache_root(), entry_key(manifest, sha, target))
+    path = os.path.join(cache_root(), entry_key(manifest, sha, target))
+    inputs = [(s, _sha256(s)) for s in sources[1:]]
+    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(entry), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(entry))
-        for name, data in {**files, INPUTS_FILE: json.dumps([[s, _sha256(s)] for s in sources[1:]]).encode()}.items():
-            with open(os.path.join(tmp, name), "wb") as f:
-                f.write(data)
-        try:
-            os.rename(tmp, entry)
-        except OSError:  # another launcher won the race: theirs is as good
-            for name in os.listdir(tmp):
-                os.unlink(os.path.join(tmp, name))
-            os.rmdir(tmp)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(marshal.dumps((inputs, plan, bpf)))
+        os.replace(tmp, path)
     except OSError:
-        pass
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

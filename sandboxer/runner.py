@@ -120,15 +120,15 @@ def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | N
     if hit:
         return hit
     # Cache miss: the only place the run path pays for YAML and the compiler.
-    from .export.bundle import BPF_FILE, PLAN_FILE, render_bundle
     from .manifest.load import load_policy, source_path
+    from .mechanisms.seccomp.bpf import assemble
     from .plan import Target, compile_plan
 
     policy = load_policy(source)
     plan = compile_plan(policy, Target(*target))
-    files = render_bundle(plan)
-    cache.store(source, target, [source_path(s) for s in policy.sources], {PLAN_FILE: files[PLAN_FILE], BPF_FILE: files[BPF_FILE]})
-    return plan, files[BPF_FILE], cache._sha256(source)
+    bpf = assemble(plan["seccomp"])
+    cache.store(source, target, [source_path(s) for s in policy.sources], plan, bpf)
+    return plan, bpf, cache._sha256(source)
 
 
 def main(argv: list[str]) -> int:

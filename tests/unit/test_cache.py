@@ -1,0 +1,48 @@
+"""The compiled-plan cache: repeated launches skip YAML and the compiler, and never serve stale plans."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import sys
+from sandboxer.runner import load_plan
+plan, bpf, sha = load_plan(sys.argv[1])
+heavy = sorted(m for m in ("yaml", "typer", "sandboxer.plan", "sandboxer.manifest.load") if m in sys.modules)
+print(plan["name"], len(bpf), ",".join(heavy) or "-")
+"""
+
+
+def _load(manifest: Path, cache: Path) -> str:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", PROBE, str(manifest)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_second_load_does_no_yaml_or_compile_work(tmp_path):
+    """The first load compiles (YAML imported); the second comes from the cache without YAML."""
+    m = tmp_path / "m.yaml"
+    m.write_text("sandboxer: 1\nname: cached\nextends: [builtin:dynamic-linking]\n")
+    first = _load(m, tmp_path / "cache")
+    second = _load(m, tmp_path / "cache")
+    assert first[:2] == second[:2] and first[0] == "cached"
+    assert "yaml" in first[2]
+    assert second[2] == "-"
+
+
+def test_changed_base_profile_is_not_served_stale(tmp_path):
+    """Editing a file the manifest extends invalidates the cached plan."""
+    base = tmp_path / "base.yaml"
+    base.write_text("sandboxer: 1\nname: base\n")
+    m = tmp_path / "m.yaml"
+    m.write_text("sandboxer: 1\nname: child\nextends: [./base.yaml]\n")
+    assert _load(m, tmp_path / "cache")[2] != "-"
+    assert _load(m, tmp_path / "cache")[2] == "-"
+    base.write_text("sandboxer: 1\nname: base\nimports: {wasi:random/random: {}}\n")
+    assert _load(m, tmp_path / "cache")[2] != "-"
