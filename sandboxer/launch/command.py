@@ -11,35 +11,37 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
-from typing import Any, Mapping
 
 from sandboxer.errors import EXIT_LAUNCH, EXIT_NOEXEC, EXIT_NOTFOUND
 from sandboxer.launch.errors import LaunchError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping
 
 # The grants whose `at` a user edits to add an exec path, most specific first.
 _GRANTS_TO_EDIT = ("wasi:filesystem/preopens", "sandboxer:process/spawn")
 
 
-@dataclass(frozen=True)
 class ExecGrant:
     """One plan path with the execute right: as written, as Landlock will see it, and its manifest line."""
 
-    path: str
-    real: str
-    at: str | None
+    def __init__(self, path: str, real: str, at: str | None) -> None:
+        self.path = path
+        self.real = real
+        self.at = at
 
     def covers(self, real_file: str) -> bool:
         return real_file == self.real or real_file.startswith(self.real.rstrip("/") + "/")
 
 
-@dataclass(frozen=True)
 class ResolvedCommand:
     """The file to execve, its real path, and the directories that were searched to find it."""
 
-    path: str
-    real: str
-    searched: tuple[str, ...] = ()
+    def __init__(self, path: str, real: str, searched: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.real = real
+        self.searched = searched
 
 
 def exec_grants(plan: Mapping[str, Any]) -> list[ExecGrant] | None:

@@ -16,8 +16,6 @@ import resource
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
 
 from sandboxer.errors import EXIT_LAUNCH, EXIT_NOEXEC, EXIT_NOTFOUND, EXIT_USAGE
 from sandboxer.launch import kernel, sequence
@@ -36,7 +34,10 @@ from sandboxer.mechanisms.netns.apply import MODES as NETNS_MODES
 from sandboxer.mechanisms.netns.probe import probe_netns
 from sandboxer.mechanisms.seccomp.apply import SeccompProgramError, prepare_filter
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Mapping
+
     from sandboxer.mechanisms.cgroups.apply import Leaf
     from sandboxer.mechanisms.cgroups.probe import Placement
 
@@ -46,36 +47,60 @@ if TYPE_CHECKING:
 _leaf_counter = itertools.count(1)
 
 
-@dataclass
 class LaunchOptions:
     """What the command line adds to a plan for one run."""
 
-    env_overrides: list[str] = field(default_factory=list)  # "K=V" sets K; "K" passes K from our environment
-    keep_fds: list[int] = field(default_factory=list)  # fds > 2 the workload inherits on purpose
-    timeout: float | None = None  # seconds; the shorter of this and the plan's wall_time_s applies
-    best_effort: bool = False  # every compat mechanism becomes best-effort (warn instead of refusing)
-    stats: bool = False  # print duration, CPU time and peak memory after the run
-    audit: str | None = None  # audit sink (not used yet)
-    dry_run: bool = False  # print what would be enforced on this host, start nothing
+    def __init__(
+        self,
+        env_overrides: list[str] | None = None,  # "K=V" sets K; "K" passes K from our environment
+        keep_fds: list[int] | None = None,  # fds > 2 the workload inherits on purpose
+        timeout: float | None = None,  # seconds; the shorter of this and the plan's wall_time_s applies
+        best_effort: bool = False,  # every compat mechanism becomes best-effort (warn instead of refusing)
+        stats: bool = False,  # print duration, CPU time and peak memory after the run
+        audit: str | None = None,  # audit sink (not used yet)
+        dry_run: bool = False,  # print what would be enforced on this host, start nothing
+    ) -> None:
+        self.env_overrides: list[str] = [] if env_overrides is None else env_overrides
+        self.keep_fds: list[int] = [] if keep_fds is None else keep_fds
+        self.timeout = timeout
+        self.best_effort = best_effort
+        self.stats = stats
+        self.audit = audit
+        self.dry_run = dry_run
 
 
-@dataclass
 class Preparation:
     """What the parent built before fork: the child's Prepared plus the resources to release afterwards."""
 
-    child: sequence.Prepared
-    command: ResolvedCommand
-    env: dict[str, str]
-    err_r: int = -1
-    ruleset: PreparedRuleset | None = None
-    landlock_abi: int = 0
-    landlock_note: str = ""
-    leaf: Leaf | None = None
-    placement: Placement | None = None
-    v2_procs_fd: int = -1
-    deadline_s: float | None = None
-    warnings: list[str] = field(default_factory=list)
-    fds: list[int] = field(default_factory=list)  # every fd opened here, closed by close()
+    def __init__(
+        self,
+        child: sequence.Prepared,
+        command: ResolvedCommand,
+        env: dict[str, str],
+        err_r: int = -1,
+        ruleset: PreparedRuleset | None = None,
+        landlock_abi: int = 0,
+        landlock_note: str = "",
+        leaf: Leaf | None = None,
+        placement: Placement | None = None,
+        v2_procs_fd: int = -1,
+        deadline_s: float | None = None,
+        warnings: list[str] | None = None,
+        fds: list[int] | None = None,  # every fd opened here, closed by close()
+    ) -> None:
+        self.child = child
+        self.command = command
+        self.env = env
+        self.err_r = err_r
+        self.ruleset = ruleset
+        self.landlock_abi = landlock_abi
+        self.landlock_note = landlock_note
+        self.leaf = leaf
+        self.placement = placement
+        self.v2_procs_fd = v2_procs_fd
+        self.deadline_s = deadline_s
+        self.warnings: list[str] = [] if warnings is None else warnings
+        self.fds: list[int] = [] if fds is None else fds
 
     def close(self) -> None:
         for fd in self.fds:

@@ -13,13 +13,15 @@ import ctypes
 import os
 import resource
 import signal
-from dataclasses import dataclass
-from typing import NoReturn
 
 from sandboxer.launch import kernel
 from sandboxer.mechanisms.landlock.apply import restrict_self
 from sandboxer.mechanisms.netns.apply import enter_netns
 from sandboxer.mechanisms.seccomp.apply import PreparedFilter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # Step numbers (sent over the pipe) and the call each one is named after in error messages.
 SETSID, PDEATHSIG, SIGNALS, ENVIRONMENT, STDIO, CLOSE_FDS, CGROUP, NETNS, RLIMITS, CAPS, NO_NEW_PRIVS, \
@@ -42,30 +44,58 @@ STEP_CALLS = (
 )
 
 
-@dataclass(slots=True)
 class Prepared:
     """Everything the child needs, computed by the parent before fork. Fields are plain ints, bytes and C arrays."""
 
-    parent_pid: int
-    err_fd: int  # write end of the close-on-exec error pipe
-    exe: bytes  # absolute path to execve
-    argv: ctypes.Array  # char *[] (kernel.cstring_array)
-    envp: ctypes.Array  # char *[]: exactly the granted environment
-    close_ranges: tuple[tuple[int, int], ...] = ()  # fds > 2 to close, around the fds kept below
-    keep_fds: tuple[int, ...] = ()  # --keep-fd: made inheritable and left open
-    devnull_fd: int = -1  # /dev/null, opened by the parent, for ungranted stdio
-    null_stdio: tuple[int, ...] = ()  # 0, 1, 2 when wasi:cli/stdin, stdout, stderr are not granted
-    cgroup_procs_fds: tuple[int, ...] = ()  # cgroup.procs files the child writes "0" to (joins itself)
-    netns_mode: str = "host"
-    rootless: bool = False
-    uid: int = 0
-    gid: int = 0
-    rlimits: tuple[tuple[int, int, int], ...] = ()  # (resource.RLIMIT_*, soft, hard)
-    cap_last_cap: int = 40
-    drop_bounding: bool = True
-    landlock_fd: int = -1
-    landlock_flags: int = 0
-    seccomp: PreparedFilter | None = None
+    __slots__ = (
+        "parent_pid", "err_fd", "exe", "argv", "envp", "close_ranges", "keep_fds", "devnull_fd", "null_stdio",
+        "cgroup_procs_fds", "netns_mode", "rootless", "uid", "gid", "rlimits", "cap_last_cap",
+        "drop_bounding", "landlock_fd", "landlock_flags", "seccomp",
+    )
+
+    def __init__(
+        self,
+        parent_pid: int,
+        err_fd: int,  # write end of the close-on-exec error pipe
+        exe: bytes,  # absolute path to execve
+        argv: ctypes.Array,  # char *[] (kernel.cstring_array)
+        envp: ctypes.Array,  # char *[]: exactly the granted environment
+        close_ranges: tuple[tuple[int, int], ...] = (),  # fds > 2 to close, around the fds kept below
+        keep_fds: tuple[int, ...] = (),  # --keep-fd: made inheritable and left open
+        devnull_fd: int = -1,  # /dev/null, opened by the parent, for ungranted stdio
+        null_stdio: tuple[int, ...] = (),  # 0, 1, 2 when wasi:cli/stdin, stdout, stderr are not granted
+        cgroup_procs_fds: tuple[int, ...] = (),  # cgroup.procs files the child writes "0" to (joins itself)
+        netns_mode: str = "host",
+        rootless: bool = False,
+        uid: int = 0,
+        gid: int = 0,
+        rlimits: tuple[tuple[int, int, int], ...] = (),  # (resource.RLIMIT_*, soft, hard)
+        cap_last_cap: int = 40,
+        drop_bounding: bool = True,
+        landlock_fd: int = -1,
+        landlock_flags: int = 0,
+        seccomp: PreparedFilter | None = None,
+    ) -> None:
+        self.parent_pid = parent_pid
+        self.err_fd = err_fd
+        self.exe = exe
+        self.argv = argv
+        self.envp = envp
+        self.close_ranges = close_ranges
+        self.keep_fds = keep_fds
+        self.devnull_fd = devnull_fd
+        self.null_stdio = null_stdio
+        self.cgroup_procs_fds = cgroup_procs_fds
+        self.netns_mode = netns_mode
+        self.rootless = rootless
+        self.uid = uid
+        self.gid = gid
+        self.rlimits = rlimits
+        self.cap_last_cap = cap_last_cap
+        self.drop_bounding = drop_bounding
+        self.landlock_fd = landlock_fd
+        self.landlock_flags = landlock_flags
+        self.seccomp = seccomp
 
 
 def fd_ranges_to_close(keep: tuple[int, ...] | list[int] | set[int], first: int = 3) -> tuple[tuple[int, int], ...]:

@@ -12,8 +12,10 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
-from typing import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -74,15 +76,22 @@ class SignalForwarder:
         self.pid = 0
 
 
-@dataclass
 class Outcome:
     """How the child ended: its wait status and rusage, the failure it reported before exec (if any)."""
 
-    status: int
-    rusage: object
-    report: bytes = b""  # "step errno call" from the error pipe; empty when execve happened
-    timed_out: bool = False
-    duration: float = 0.0
+    def __init__(
+        self,
+        status: int,
+        rusage: object,
+        report: bytes = b"",  # "step errno call" from the error pipe; empty when execve happened
+        timed_out: bool = False,
+        duration: float = 0.0,
+    ) -> None:
+        self.status = status
+        self.rusage = rusage
+        self.report = report
+        self.timed_out = timed_out
+        self.duration = duration
 
     @property
     def exit_code(self) -> int:

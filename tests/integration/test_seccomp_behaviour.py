@@ -51,7 +51,7 @@ NR = {
     "read": 0, "write": 1, "ioctl": 16, "getpid": 39, "socket": 41, "connect": 42, "sendto": 44,
     "sendmsg": 46, "close": 3, "socketpair": 53, "clone": 56, "fork": 57, "rename": 82, "mkdir": 83, "rmdir": 84,
     "unlink": 87, "ptrace": 101, "acct": 163, "mount": 165, "reboot": 169, "sethostname": 170,
-    "sched_setaffinity": 203, "sched_getaffinity": 204, "clock_gettime": 228, "kexec_load": 246,
+    "sched_setaffinity": 203, "sync": 162, "sched_getaffinity": 204, "clock_gettime": 228, "kexec_load": 246,
     "keyctl": 250, "mkdirat": 258, "unlinkat": 263, "unshare": 272, "perf_event_open": 298,
     "open_by_handle_at": 304, "sendmmsg": 307, "setns": 308, "process_vm_readv": 310, "bpf": 321,
     "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
@@ -595,20 +595,16 @@ def test_kill_mode_kills_on_a_denied_call(tmp_path: Path) -> None:
 
 
 def test_log_mode_lets_a_denied_call_run(tmp_path: Path) -> None:
-    """With on-violation: log the never-granted sched_setaffinity (to the current mask) succeeds; with deny it gets EPERM."""
+    """With on-violation: log an ungranted sync() runs while ptrace (never grantable) stays EPERM; with deny both get EPERM."""
 
     def probe(load: Callable[[], None]) -> dict[str, str]:
-        mask = ctypes.create_string_buffer(128)
-        size = raw(NR["sched_getaffinity"], 0, len(mask), addr(mask))
-        assert size > 0, verdict(size)
         load()
-        return {"sched_setaffinity": call("sched_setaffinity", 0, size, addr(mask)),
-                "clone3": call("clone3", 0, 0)}
+        return {"sync": call("sync"), "ptrace": call("ptrace", 0, 0, 0, 0), "clone3": call("clone3", 0, 0)}
 
     logged = killed(seccomp_section(tmp_path, on_violation="log"), probe)
     assert logged.ok, logged.error or logged
-    assert logged.value == {"sched_setaffinity": "OK", "clone3": "ENOSYS"}
-    assert verdicts(seccomp_section(tmp_path), probe) == {"sched_setaffinity": "EPERM", "clone3": "ENOSYS"}
+    assert logged.value == {"sync": "OK", "ptrace": "EPERM", "clone3": "ENOSYS"}
+    assert verdicts(seccomp_section(tmp_path), probe) == {"sync": "EPERM", "ptrace": "EPERM", "clone3": "ENOSYS"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ import ctypes
 import errno as _errno
 import os
 import stat
-from dataclasses import dataclass
-from typing import Any
 
 from sandboxer.mechanisms.landlock.rights import (
     FILE_ONLY_RIGHTS,
@@ -23,6 +21,10 @@ from sandboxer.mechanisms.landlock.rights import (
     SCOPES,
     mask,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Syscall numbers from the asm-generic table: identical on x86_64 and aarch64.
 _SYS_CREATE_RULESET = 444
@@ -156,12 +158,12 @@ def downgrade(section: dict[str, Any], kernel_abi: int) -> tuple[dict[str, Any],
     return out, dropped
 
 
-@dataclass
 class PreparedRuleset:
     """A ruleset fd (close-on-exec) with all rules added, and the flags for restrict_self()."""
 
-    fd: int
-    restrict_flags: int = 0
+    def __init__(self, fd: int, restrict_flags: int = 0) -> None:
+        self.fd = fd
+        self.restrict_flags = restrict_flags
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from dataclasses import dataclass
 
 _SYS_LANDLOCK_CREATE_RULESET = 444  # same number on x86_64 and aarch64 (asm-generic table)
 _CREATE_RULESET_VERSION = 1 << 0
@@ -22,16 +21,16 @@ _HINTS = {
 }
 
 
-@dataclass(frozen=True)
 class LandlockHost:
     """What this kernel offers: `abi` 0 means no Landlock, and `reason` then says why.
 
     `errata` is the bitmask of Landlock errata fixed in this kernel (0 when it cannot say).
     """
 
-    abi: int
-    reason: str | None = None
-    errata: int = 0
+    def __init__(self, abi: int, reason: str | None = None, errata: int = 0) -> None:
+        self.abi = abi
+        self.reason = reason
+        self.errata = errata
 
 
 def _query(flags: int) -> tuple[int, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 # (file, value that disables, why) — sysctls that stop unprivileged user namespaces.
 _USERNS_SWITCHES = (
@@ -19,7 +18,6 @@ _NETNS_SWITCH = ("/proc/sys/user/max_net_namespaces", "0",
                  "network namespaces are disabled (sysctl user.max_net_namespaces=0)")
 
 
-@dataclass(frozen=True)
 class NetnsHost:
     """Whether a private network namespace is available to this process, and how it is made.
 
@@ -27,9 +25,10 @@ class NetnsHost:
     CLONE_NEWNET) with the user mapped to itself. `reason` says why `available` is False.
     """
 
-    available: bool
-    via_userns: bool
-    reason: str | None = None
+    def __init__(self, available: bool, via_userns: bool, reason: str | None = None) -> None:
+        self.available = available
+        self.via_userns = via_userns
+        self.reason = reason
 
 
 def _read(path: str) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 
 from sandboxer.launch import kernel
 
@@ -18,17 +17,17 @@ class SeccompProgramError(ValueError):
     """The BPF program cannot be a seccomp filter (found in the parent, before fork)."""
 
 
-@dataclass
 class PreparedFilter:
     """A program copied into C memory with its struct sock_fprog, ready for seccomp(2).
 
     The object owns the buffer: keep it alive until the filter is loaded (the kernel copies it then).
     """
 
-    prog: bytes
-    flags: int
-    buffer: ctypes.Array
-    fprog: kernel.SockFprog
+    def __init__(self, prog: bytes, flags: int, buffer: ctypes.Array, fprog: kernel.SockFprog) -> None:
+        self.prog = prog
+        self.flags = flags
+        self.buffer = buffer
+        self.fprog = fprog
 
     @property
     def instructions(self) -> int:
