@@ -137,16 +137,16 @@ def cannot_express(plan: dict, entrypoint: bool) -> list[str]:
             allowed.append("connect " + ", ".join(map(str, connect)))
         if bind:
             allowed.append("bind " + ", ".join(map(str, bind)))
-        lines.append(f"  - TCP port rules inside the container ({'; '.join(allowed) or 'no TCP port at all'}):")
+        lines.append(f"  - TCP port rules inside the container ({'; '.join(allowed) or 'no port may be used'}):")
         lines.append("    the NetworkPolicy filters traffic leaving the pod, not connects to localhost or to")
         lines.append("    other containers of the pod, and only where the CNI plugin enforces NetworkPolicy.")
     if plan["landlock"].get("scoped"):
         scopes = ", ".join(s.replace("_", " ") for s in plan["landlock"]["scoped"])
-        lines.append(f"  - Landlock scopes ({scopes}): no connecting to abstract unix sockets or signalling")
-        lines.append("    processes outside the sandbox.")
+        lines.append(f"  - Landlock scopes ({scopes}): no connecting to abstract unix sockets")
+        lines.append("    or signalling processes outside the sandbox.")
     if plan["netns"]["mode"] != "host":
-        lines.append(f"  - a private network namespace (netns {plan['netns']['mode']}): the NetworkPolicy below")
-        lines.append("    denies all traffic, but the pod's loopback stays usable.")
+        lines.append(f"  - a private network namespace (netns {plan['netns']['mode']}): networkpolicy.yaml denies")
+        lines.append("    all traffic in and out of the pod, but the pod's loopback stays usable.")
     if plan.get("on_violation") == "log":
         lines.append("  - complain mode (on-violation: log): the profile uses SCMP_ACT_LOG, so violations reach")
         lines.append("    the node's kernel audit log only; Landlock has no complain mode at all.")
@@ -162,8 +162,10 @@ def cannot_express(plan: dict, entrypoint: bool) -> list[str]:
         lines.append(f"  - the environment allow-list ({', '.join(env['pass'])} only): the container")
         lines.append("    gets whatever the image and the kubelet set.")
     if entrypoint:
-        lines.append("All of these ARE enforced here: `sandboxer run` is the container's entrypoint and applies")
-        lines.append(f"the plan from configmap.yaml (mounted at {PLAN_MOUNT}) inside the container.")
+        but = " except the private network namespace" if plan["netns"]["mode"] != "host" else ""
+        lines.append(f"All of these{but} ARE enforced here:")
+        lines.append("`sandboxer run` is the container's entrypoint and applies the plan from configmap.yaml")
+        lines.append(f"(mounted at {PLAN_MOUNT}) inside the container.")
     else:
         lines.append("To carry them, regenerate with `sandboxer k8s --entrypoint ... -- COMMAND`: the image then")
         lines.append("needs sandboxer installed, and `sandboxer run` enforces the whole plan inside the container.")
@@ -284,7 +286,7 @@ def _with_resources_note(text: str, plan: dict) -> str:
 
 
 def _network_policy(plan: dict, name: str, namespace: str) -> dict:
-    spec: dict = {"podSelector": {"matchLabels": {LABEL: plan["name"]}}, "policyTypes": ["Ingress", "Egress"]}
+    spec: dict = {"podSelector": {"matchLabels": {LABEL: name}}, "policyTypes": ["Ingress", "Egress"]}
     if plan["netns"]["mode"] == "host":
         egress_ports = [{"protocol": "TCP", "port": p} for p in _ports(plan, "connect")]
         if _grant(plan, "wasi:sockets/ip-name-lookup"):
@@ -297,7 +299,7 @@ def _network_policy(plan: dict, name: str, namespace: str) -> dict:
         if egress_ports:
             spec["egress"] = [{"ports": _dedupe(egress_ports)}]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": _meta(name, namespace, plan["name"]), "spec": spec}
+            "metadata": _meta(name, namespace, name), "spec": spec}
 
 
 def _dedupe(ports: list[dict]) -> list[dict]:
@@ -357,7 +359,7 @@ def export_k8s(plan: dict, *, name: str | None = None, namespace: str = "default
     for what, value in (("name", name), ("namespace", namespace)):
         if not _DNS_NAME.match(value) or len(value) > 63:
             raise ValueError(f"{what} {value!r} is not a DNS-1123 label (lower-case letters, digits and '-', "
-                             "at most 63 characters)")
+                             f"at most 63 characters): choose one with --{what}")
     if entrypoint and not command:
         raise ValueError("--entrypoint wraps the container's command: give it after `--` "
                          f"(sandboxer run {PLAN_MOUNT} -- COMMAND)")
@@ -374,14 +376,14 @@ def export_k8s(plan: dict, *, name: str | None = None, namespace: str = "default
     pod_spec = _pod_spec(plan, name, image, command, entrypoint, patch)
     limit_lines = _limit_lines(plan)
     if patch:
-        body = {"spec": {"template": {"metadata": {"labels": {LABEL: plan["name"]}}, "spec": pod_spec}}}
+        body = {"spec": {"template": {"metadata": {"labels": {LABEL: name}}, "spec": pod_spec}}}
         files["deployment-patch.yaml"] = header(
             "deployment-patch.yaml: a strategic-merge patch that confines an existing Deployment's pods:",
             "the seccomp profile, a locked-down securityContext, resource limits, an emptyDir for every",
-            f"writable path, and the label {LABEL}={plan['name']} the NetworkPolicy selects.",
+            f"writable path, and the label {LABEL}={name} the NetworkPolicy selects.",
             *limit_lines) + _with_resources_note(_yaml(body), plan)
     else:
-        body = {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(name, namespace, plan["name"]),
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(name, namespace, name),
                 "spec": pod_spec}
         files["pod.yaml"] = header(
             "pod.yaml: the Pod, confined by the seccomp profile, a locked-down securityContext, resource",
@@ -389,22 +391,23 @@ def export_k8s(plan: dict, *, name: str | None = None, namespace: str = "default
             "hides what the image has at that path: use a PersistentVolumeClaim for data that must persist).",
             *limit_lines) + _with_resources_note(_yaml(body), plan)
     files["networkpolicy.yaml"] = header(
-        f"networkpolicy.yaml: the NetworkPolicy for pods labelled {LABEL}={plan['name']}, from the plan's",
-        "wasi:sockets/* grants. It is enforced only where the cluster's CNI plugin supports NetworkPolicy.",
+        f"networkpolicy.yaml: the NetworkPolicy for pods labelled {LABEL}={name},",
+        "from the plan's wasi:sockets/* grants. It is enforced only where the cluster's CNI plugin",
+        "supports NetworkPolicy.",
         *_network_summary(plan)) + _yaml(_network_policy(plan, name, namespace))
     files["seccompprofile.yaml"] = header(
         f"seccompprofile.yaml: the same seccomp rules as seccomp/{name}.json, as a Security Profiles",
         f"Operator SeccompProfile ({SPO_API}):",
         "the operator writes it to every node, so no node copy is needed. Unlike the JSON it carries no",
         "comments, and its default errno is the runtime's EPERM (the CRD has neither field).") + _yaml(
-        _spo_profile(oci, name, namespace, plan["name"]))
+        _spo_profile(oci, name, namespace, name))
     if entrypoint:
         bundle = render_bundle(plan_for_pod(plan))
         data = {PLAN_FILE: bundle[PLAN_FILE].decode()}
         if manifest_text is not None:
             data["manifest.yaml"] = manifest_text
         cm = {"apiVersion": "v1", "kind": "ConfigMap",
-              "metadata": _meta(f"{name}-{PLAN_VOLUME}", namespace, plan["name"]),
+              "metadata": _meta(f"{name}-{PLAN_VOLUME}", namespace, name),
               "data": data, "binaryData": {BPF_FILE: base64.b64encode(bundle[BPF_FILE]).decode()}}
         files["configmap.yaml"] = header(
             f"configmap.yaml: the compiled plan, mounted at {PLAN_MOUNT} as a directory `sandboxer run`",

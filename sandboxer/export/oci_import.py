@@ -19,7 +19,6 @@ from ..mechanisms.seccomp.compile import (
     AF_INET,
     AF_INET6,
     AF_UNIX,
-    CLONE_THREAD,
     MSG_FASTOPEN,
     SOCK_DGRAM,
     SOCK_STREAM,

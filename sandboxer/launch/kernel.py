@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import signal
+import _signal as signal  # the C module: `import signal` would load enum (~5 ms a launch)
 
 ARCH = os.uname().machine
 

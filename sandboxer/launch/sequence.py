@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
-import signal
+import _signal as signal  # the C module: `import signal` would load enum (~5 ms a launch)
 
 from sandboxer.launch import kernel
 from sandboxer.mechanisms.landlock.apply import restrict_self

@@ -127,7 +127,7 @@ def _check(prog: bytes) -> tuple[Insn, ...]:
         where = f"instruction {pc} ({code:#06x})"
         if code not in _ALLOWED:
             raise MalformedProgram(f"{where}: opcode not allowed in a seccomp filter")
-        if code in (ALU | DIV | K,) and k == 0:
+        if code == ALU | DIV | K and k == 0:
             raise MalformedProgram(f"{where}: division by constant 0")
         if code in (ALU | LSH | K, ALU | RSH | K) and k >= 32:
             raise MalformedProgram(f"{where}: shift by {k} (must be below 32)")
@@ -341,8 +341,9 @@ def disassemble(prog: bytes, syscall_names: Mapping[int, str] | None = None) -> 
     """One line per instruction, e.g. `0003: jeq #0x101 jt 4 jf 9  ; openat`.
 
     Jump targets are absolute instruction indices. Comparisons of a value just loaded from `nr` are
-    annotated with the syscall name when `syscall_names` maps it, and those of `arch` with the
-    AUDIT_ARCH name. Works on programs the kernel would refuse; only the length must be whole.
+    annotated with the syscall name when `syscall_names` maps it (`; > recvfrom` for jgt), and
+    those of `arch` with the AUDIT_ARCH name. Works on programs the kernel would refuse; only the
+    length must be whole.
     """
     insns = decode(prog)
     loaded = _loaded_fields(insns)
@@ -410,10 +411,11 @@ def _render(
         operand = "x" if code & X else f"#{k:#x}"
         note = ""
         if not code & X and code & 0xF0 != JSET:
+            relation = {JEQ: "", JGT: "> ", JGE: ">= "}[code & 0xF0]
             if held == "nr" and k in names:
-                note = names[k]
+                note = relation + names[k]
             elif held == "arch" and k in _AUDIT_ARCHES:
-                note = _AUDIT_ARCHES[k]
+                note = relation + _AUDIT_ARCHES[k]
         return f"{name} {operand} jt {pc + 1 + jt} jf {pc + 1 + jf}", note
     if cls == RET:
         return ("ret a", "") if code & RET_A else (f"ret {describe_action(k)}", "")

@@ -24,12 +24,16 @@ __all__ = [
     "export_bpf",
     "export_pfc",
     "syscall_number",
+    "syscall_table",
 ]
 
-# sandboxer arch name -> (libseccomp arch token, Go GOARCH as used in an OCI profile's includes/excludes)
+# sandboxer arch name -> (libseccomp arch token, the name an OCI profile's includes/excludes use)
 ARCHES: dict[str, tuple[int, str]] = {
     "x86_64": (pyseccomp.Arch.X86_64, "amd64"),
+    "x86": (pyseccomp.Arch.X86, "x86"),
+    "x32": (pyseccomp.Arch.X32, "x32"),
     "aarch64": (pyseccomp.Arch.AARCH64, "arm64"),
+    "arm": (pyseccomp.Arch.ARM, "arm"),
 }
 
 # The capabilities a container gets from Docker/moby by default (oci/caps/defaults.go); entries of the
@@ -127,6 +131,7 @@ def build_from_oci(
     *,
     caps: Iterable[str] = DOCKER_DEFAULT_CAPS,
     kernel: tuple[int, int] | None = None,
+    sub_arches: Iterable[str] = (),
 ) -> pyseccomp.SyscallFilter:
     """A libseccomp filter for one arch, built from an OCI `linux.seccomp` profile the way runc builds it.
 
@@ -134,10 +139,12 @@ def build_from_oci(
     as moby does for a container with capabilities `caps` on `kernel` (None: newer than any
     minKernel). Syscall names libseccomp does not know are skipped, as runc does. `optimize` is
     libseccomp's SCMP_FLTATR_CTL_OPTIMIZE: 1 a linear list by priority, 2 a binary tree.
-    Unlike runc, only `arch` is in the filter (no sub-architectures).
+    The filter covers `arch` plus `sub_arches`; runc adds the profile's archMap sub-architectures
+    (x86 and x32 for x86_64), which triples the size of the filter.
     """
-    if arch not in ARCHES:
-        raise OciProfileError(f"unknown arch {arch!r} (known: {', '.join(sorted(ARCHES))})")
+    for name in (arch, *sub_arches):
+        if name not in ARCHES:
+            raise OciProfileError(f"unknown arch {name!r} (known: {', '.join(sorted(ARCHES))})")
     token, goarch = ARCHES[arch]
     caps = frozenset(caps)
     default = _action(oci.get("defaultAction", ""), oci.get("defaultErrnoRet"), "defaultAction")
@@ -146,6 +153,9 @@ def build_from_oci(
     if token != pyseccomp.system_arch():
         filt.add_arch(token)
         filt.remove_arch(pyseccomp.Arch.NATIVE)
+    for name in sub_arches:
+        # Before any rule: libseccomp does not add existing rules to an arch added later.
+        filt.add_arch(ARCHES[name][0])
     filt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, optimize)
 
     for i, entry in enumerate(oci.get("syscalls") or []):
@@ -175,6 +185,18 @@ def syscall_number(name: str, arch: str = "x86_64") -> int | None:
     """The number of syscall `name` on `arch` according to libseccomp, or None if that arch lacks it."""
     nr = pyseccomp.resolve_syscall(ARCHES[arch][0], name)
     return nr if nr >= 0 else None
+
+
+def syscall_table(arch: str = "x86_64") -> dict[str, int]:
+    """{name: number} for every syscall libseccomp (2.5.4: syscalls up to early 2022) knows on `arch`."""
+    token = ARCHES[arch][0]
+    table = {}
+    for nr in range(1024):
+        try:
+            table[pyseccomp.resolve_syscall(token, nr).decode()] = nr
+        except ValueError:
+            continue
+    return table
 
 
 def export_bpf(filt: pyseccomp.SyscallFilter) -> bytes:
