@@ -511,3 +511,19 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, at_root: None) -> None:
     assert result.exit_code == 2
     assert "a Pod needs --image" in result.output
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- purity
+
+
+@pytest.mark.parametrize("module", ["k8s.py", "oci_import.py"])
+def test_exporters_are_pure(module: str) -> None:
+    """The exporters import nothing that touches the kernel or runs programs, and open no files."""
+    import ast
+
+    tree = ast.parse((ROOT / "sandboxer" / "export" / module).read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"ctypes", "subprocess", "pyseccomp", "pyroute2", "os", "shutil", "pathlib"}
+    calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "open" not in calls
