@@ -293,8 +293,8 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
                 child.seccomp = prepare_filter(bpf)
             except SeccompProgramError as e:
                 raise LaunchError(str(e)) from None
-        # TODO(audit): on_violation "log" needs SECCOMP_FILTER_FLAG_NEW_LISTENER and the parent answering
-        # notifications; until then the kernel answers USER_NOTIF actions with ENOSYS.
+        # on_violation "log" compiles to SECCOMP_RET_LOG (the kernel logs, the call proceeds); recording
+        # each denial without auditd needs a user-notification listener in this parent (issue 5).
         _landlock(plan, opts, prep)
         if prep.ruleset is not None:
             child.landlock_fd, child.landlock_flags = prep.ruleset.fd, prep.ruleset.restrict_flags
