@@ -1,4 +1,4 @@
-"""Launch stage, kernel layer: every ctypes binding the child calls between fork and execve, bound at import.
+"""Launch stage, kernel layer: every libc binding the child calls between fork and execve, bound at import.
 
 Nothing here is lazy: the child of a fork runs these after it has closed its file descriptors and
 possibly lost access to the file system, so it must not import, open a library or look up a symbol.
@@ -7,7 +7,7 @@ Each wrapper raises OSError(errno, strerror, call) so the child can report which
 
 from __future__ import annotations
 
-import ctypes
+from sandboxer.launch import libc
 import os
 import _signal as signal  # the C module: `import signal` would load enum (~5 ms a launch)
 
@@ -53,61 +53,52 @@ IFF_UP = 0x1
 _SIG_SETMASK = 2
 
 
-class CapHeader(ctypes.Structure):
+class CapHeader(libc.Structure):
     """struct __user_cap_header_struct"""
 
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+    _fields_ = [("version", libc.c_uint32), ("pid", libc.c_int)]
 
 
-class CapData(ctypes.Structure):
+class CapData(libc.Structure):
     """struct __user_cap_data_struct; version 3 takes two of them (capabilities 0-31, 32-63)."""
 
     _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
+        ("effective", libc.c_uint32),
+        ("permitted", libc.c_uint32),
+        ("inheritable", libc.c_uint32),
     ]
 
 
-class SockFilter(ctypes.Structure):
+class SockFilter(libc.Structure):
     """struct sock_filter: one classic BPF instruction (8 bytes)."""
 
     _fields_ = [
-        ("code", ctypes.c_uint16),
-        ("jt", ctypes.c_uint8),
-        ("jf", ctypes.c_uint8),
-        ("k", ctypes.c_uint32),
+        ("code", libc.c_uint16),
+        ("jt", libc.c_uint8),
+        ("jf", libc.c_uint8),
+        ("k", libc.c_uint32),
     ]
 
 
-class SockFprog(ctypes.Structure):
+class SockFprog(libc.Structure):
     """struct sock_fprog: instruction count and a pointer to the program."""
 
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    _fields_ = [("len", libc.c_ushort), ("filter", libc.c_void_p)]
 
 
-class IfReq(ctypes.Structure):
+class IfReq(libc.Structure):
     """struct ifreq reduced to what SIOC[GS]IFFLAGS use: the name and ifr_flags (40 bytes on LP64)."""
 
     _fields_ = [
-        ("name", ctypes.c_char * 16),
-        ("flags", ctypes.c_short),
-        ("_pad", ctypes.c_char * 22),
+        ("name", libc.c_char * 16),
+        ("flags", libc.c_short),
+        ("_pad", libc.c_char * 22),
     ]
 
 
-# One function object per signature, all bound now.
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _fn(name: str, restype: object, *argtypes: object):  # noqa: ANN202 - ctypes function pointer
-    f = _libc[name]
-    f.restype = restype
-    f.argtypes = list(argtypes)
-    return f
-
-
-_c_int, _c_long, _c_ulong, _c_void_p = ctypes.c_int, ctypes.c_long, ctypes.c_ulong, ctypes.c_void_p
+# One function object per signature, all bound now (sandboxer.launch.libc: ctypes without its import cost).
+_fn = libc.function
+_c_int, _c_long, _c_ulong, _c_void_p = libc.c_int, libc.c_long, libc.c_ulong, libc.c_void_p
 _prctl = _fn("prctl", _c_int, _c_int, _c_ulong, _c_ulong, _c_ulong, _c_ulong)
 _capset = _fn("capset", _c_int, _c_void_p, _c_void_p)
 _unshare = _fn("unshare", _c_int, _c_int)
@@ -116,21 +107,21 @@ _signal = _fn("signal", _c_void_p, _c_int, _c_void_p)
 _socket = _fn("socket", _c_int, _c_int, _c_int, _c_int)
 _ioctl = _fn("ioctl", _c_int, _c_int, _c_ulong, _c_void_p)
 _close = _fn("close", _c_int, _c_int)
-_execve = _fn("execve", _c_int, ctypes.c_char_p, _c_void_p, _c_void_p)
-_seccomp = _fn("syscall", _c_long, _c_long, ctypes.c_uint, ctypes.c_uint, _c_void_p)
-_close_range = _fn("syscall", _c_long, _c_long, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint)
+_execve = _fn("execve", _c_int, libc.c_char_p, _c_void_p, _c_void_p)
+_seccomp = _fn("syscall", _c_long, _c_long, libc.c_uint, libc.c_uint, _c_void_p)
+_close_range = _fn("syscall", _c_long, _c_long, libc.c_uint, libc.c_uint, libc.c_uint)
 
 # Buffers the child fills or passes, allocated now.
 _cap_header = CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
 _cap_zero = (CapData * 2)()
-_empty_sigset = ctypes.create_string_buffer(128)  # glibc sigset_t: 1024 bits
+_empty_sigset = libc.buffer(128)  # glibc sigset_t: 1024 bits
 _ifreq = IfReq(b"lo")
 _SIGNALS = tuple(range(1, signal.NSIG))
 _UNBLOCKABLE = (signal.SIGKILL, signal.SIGSTOP)
 
 
 def _fail(call: str) -> OSError:
-    err = ctypes.get_errno()
+    err = libc.get_errno()
     return OSError(err, os.strerror(err), call)
 
 
@@ -184,7 +175,7 @@ def drop_capabilities(last_cap: int, bounding: bool) -> None:
     if bounding:
         for cap in range(last_cap + 1):
             prctl(PR_CAPBSET_DROP, cap, call="prctl(PR_CAPBSET_DROP)")
-    if _capset(ctypes.byref(_cap_header), _cap_zero) != 0:
+    if _capset(libc.byref(_cap_header), _cap_zero) != 0:
         raise _fail("capset()")
 
 
@@ -195,7 +186,7 @@ def set_no_new_privs() -> None:
 
 def seccomp_set_mode_filter(flags: int, fprog: SockFprog) -> int:
     """seccomp(SECCOMP_SET_MODE_FILTER, flags, &fprog); the listener fd with FLAG_NEW_LISTENER, else 0."""
-    ret = _seccomp(NR_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.addressof(fprog))
+    ret = _seccomp(NR_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, libc.addressof(fprog))
     if ret < 0:
         raise _fail("seccomp(SECCOMP_SET_MODE_FILTER)")
     return ret
@@ -207,21 +198,21 @@ def loopback_up() -> None:
     if fd < 0:
         raise _fail("socket(AF_INET, SOCK_DGRAM)")
     try:
-        if _ioctl(fd, SIOCGIFFLAGS, ctypes.addressof(_ifreq)) != 0:
+        if _ioctl(fd, SIOCGIFFLAGS, libc.addressof(_ifreq)) != 0:
             raise _fail("ioctl(lo, SIOCGIFFLAGS)")
         _ifreq.flags |= IFF_UP
-        if _ioctl(fd, SIOCSIFFLAGS, ctypes.addressof(_ifreq)) != 0:
+        if _ioctl(fd, SIOCSIFFLAGS, libc.addressof(_ifreq)) != 0:
             raise _fail("ioctl(lo, SIOCSIFFLAGS)")
     finally:
         _close(fd)
 
 
-def cstring_array(items: list[bytes]) -> ctypes.Array:
+def cstring_array(items: list[bytes]) -> libc.Array:
     """A NULL-terminated char *[] for execve; the array keeps the bytes objects alive."""
-    return (ctypes.c_char_p * (len(items) + 1))(*items, None)
+    return (libc.c_char_p * (len(items) + 1))(*items, None)
 
 
-def execve(path: bytes, argv: ctypes.Array, envp: ctypes.Array) -> None:
+def execve(path: bytes, argv: libc.Array, envp: libc.Array) -> None:
     """execve(2) with arrays built by the parent; returns only by raising."""
     _execve(path, argv, envp)
     raise _fail("execve()")

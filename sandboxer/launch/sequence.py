@@ -9,7 +9,7 @@ before _exit(125). EOF on that pipe tells the parent the execve happened.
 # ruff: noqa: E702 - run_child() keeps each step on one line so the order reads top to bottom
 from __future__ import annotations
 
-import ctypes
+from sandboxer.launch import libc
 import os
 import resource
 import _signal as signal  # the C module: `import signal` would load enum (~5 ms a launch)
@@ -58,8 +58,8 @@ class Prepared:
         parent_pid: int,
         err_fd: int,  # write end of the close-on-exec error pipe
         exe: bytes,  # absolute path to execve
-        argv: ctypes.Array,  # char *[] (kernel.cstring_array)
-        envp: ctypes.Array,  # char *[]: exactly the granted environment
+        argv: libc.Array,  # char *[] (kernel.cstring_array)
+        envp: libc.Array,  # char *[]: exactly the granted environment
         close_ranges: tuple[tuple[int, int], ...] = (),  # fds > 2 to close, around the fds kept below
         keep_fds: tuple[int, ...] = (),  # --keep-fd: made inheritable and left open
         devnull_fd: int = -1,  # /dev/null, opened by the parent, for ungranted stdio

@@ -2,12 +2,12 @@
 
 The parent calls prepare_ruleset() before fork: every path is opened and every rule added there, so
 all user-facing errors happen before fork. The child only calls set_no_new_privs() and
-restrict_self() right before execve; both are plain ctypes calls set up at import time.
+restrict_self() right before execve; both are plain libc calls (sandboxer.launch.libc) set up at import time.
 """
 
 from __future__ import annotations
 
-import ctypes
+from sandboxer.launch import libc
 import errno as _errno
 import os
 import stat
@@ -43,7 +43,7 @@ _TABLES = (
 )
 
 
-class RulesetAttr(ctypes.Structure):
+class RulesetAttr(libc.Structure):
     """struct landlock_ruleset_attr; the kernel reads only the `size` bytes passed to it.
 
     Linux 6.18 silently ignores fields past `size` (handled_access_net given with size 8 is dropped,
@@ -51,23 +51,23 @@ class RulesetAttr(ctypes.Structure):
     """
 
     _fields_ = [
-        ("handled_access_fs", ctypes.c_uint64),
-        ("handled_access_net", ctypes.c_uint64),  # ABI 4
-        ("scoped", ctypes.c_uint64),  # ABI 6
+        ("handled_access_fs", libc.c_uint64),
+        ("handled_access_net", libc.c_uint64),  # ABI 4
+        ("scoped", libc.c_uint64),  # ABI 6
     ]
 
 
-class PathBeneathAttr(ctypes.Structure):
+class PathBeneathAttr(libc.Structure):
     """struct landlock_path_beneath_attr, __attribute__((packed)): 12 bytes."""
 
     _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+    _fields_ = [("allowed_access", libc.c_uint64), ("parent_fd", libc.c_int32)]
 
 
-class NetPortAttr(ctypes.Structure):
+class NetPortAttr(libc.Structure):
     """struct landlock_net_port_attr (ABI 4); `port` is in host byte order."""
 
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+    _fields_ = [("allowed_access", libc.c_uint64), ("port", libc.c_uint64)]
 
 
 def ruleset_attr_size(abi: int) -> int:
@@ -76,23 +76,14 @@ def ruleset_attr_size(abi: int) -> int:
         return RulesetAttr.handled_access_net.offset
     if abi < 6:
         return RulesetAttr.scoped.offset
-    return ctypes.sizeof(RulesetAttr)
+    return libc.sizeof(RulesetAttr)
 
 
-# One ctypes function object per signature, all built now: the child must do nothing lazily.
-_libc = ctypes.CDLL(None, use_errno=True)
-_create_ruleset = _libc["syscall"]
-_create_ruleset.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32]
-_create_ruleset.restype = ctypes.c_long
-_add_rule = _libc["syscall"]
-_add_rule.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32]
-_add_rule.restype = ctypes.c_long
-_restrict_self = _libc["syscall"]
-_restrict_self.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_uint32]
-_restrict_self.restype = ctypes.c_long
-_prctl = _libc["prctl"]
-_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_prctl.restype = ctypes.c_int
+# One function object per signature, all built now: the child must do nothing lazily.
+_create_ruleset = libc.function("syscall", libc.c_long, libc.c_long, libc.c_void_p, libc.c_size_t, libc.c_uint32)
+_add_rule = libc.function("syscall", libc.c_long, libc.c_long, libc.c_int, libc.c_int, libc.c_void_p, libc.c_uint32)
+_restrict_self = libc.function("syscall", libc.c_long, libc.c_long, libc.c_int, libc.c_uint32)
+_prctl = libc.function("prctl", libc.c_int, libc.c_int, libc.c_ulong, libc.c_ulong, libc.c_ulong, libc.c_ulong)
 
 
 class LandlockError(Exception):
@@ -118,7 +109,7 @@ def _describe(err: int) -> str:
 
 
 def _syscall_error(call: str) -> LandlockError:
-    return LandlockError(f"{call} failed: {_describe(ctypes.get_errno())}")
+    return LandlockError(f"{call} failed: {_describe(libc.get_errno())}")
 
 
 def _lacking(section: dict[str, Any], kernel_abi: int) -> list[tuple[str, int]]:
@@ -198,7 +189,7 @@ def _add_path_rule(ruleset_fd: int, rule: dict[str, Any], handled_fs: int) -> No
         attr = PathBeneathAttr(mask(FS_RIGHTS, access) & handled_fs, fd)
         if attr.allowed_access == 0:
             return  # the kernel rejects an empty rule with ENOMSG; it would grant nothing anyway
-        if _add_rule(_SYS_ADD_RULE, ruleset_fd, _RULE_PATH_BENEATH, ctypes.byref(attr), 0) != 0:
+        if _add_rule(_SYS_ADD_RULE, ruleset_fd, _RULE_PATH_BENEATH, libc.byref(attr), 0) != 0:
             raise _syscall_error(f"landlock_add_rule({path})")
     finally:
         os.close(fd)
@@ -208,7 +199,7 @@ def _add_port_rule(ruleset_fd: int, rule: dict[str, Any], handled_net: int) -> N
     attr = NetPortAttr(mask(NET_RIGHTS, rule["access"]) & handled_net, rule["port"])
     if attr.allowed_access == 0:
         return
-    if _add_rule(_SYS_ADD_RULE, ruleset_fd, _RULE_NET_PORT, ctypes.byref(attr), 0) != 0:
+    if _add_rule(_SYS_ADD_RULE, ruleset_fd, _RULE_NET_PORT, libc.byref(attr), 0) != 0:
         raise _syscall_error(f"landlock_add_rule(tcp port {rule['port']})")
 
 
@@ -231,7 +222,7 @@ def prepare_ruleset(section: dict[str, Any], *, kernel_abi: int) -> PreparedRule
         )
     handled_fs, handled_net, scoped, flags = (mask(t, section.get(k, [])) for k, t, _ in _TABLES)
     attr = RulesetAttr(handled_fs, handled_net, scoped)
-    fd = _create_ruleset(_SYS_CREATE_RULESET, ctypes.byref(attr), ruleset_attr_size(abi), 0)
+    fd = _create_ruleset(_SYS_CREATE_RULESET, libc.byref(attr), ruleset_attr_size(abi), 0)
     if fd < 0:
         raise _syscall_error("landlock_create_ruleset()")
     ruleset = PreparedRuleset(fd, flags)
@@ -249,12 +240,12 @@ def prepare_ruleset(section: dict[str, Any], *, kernel_abi: int) -> PreparedRule
 def set_no_new_privs() -> None:
     """prctl(PR_SET_NO_NEW_PRIVS, 1): required by landlock_restrict_self() without CAP_SYS_ADMIN."""
     if _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
+        err = libc.get_errno()
         raise OSError(err, os.strerror(err))
 
 
 def restrict_self(fd: int, flags: int = 0) -> None:
     """landlock_restrict_self(fd, flags) in the child, right before execve; raises OSError(errno)."""
     if _restrict_self(_SYS_RESTRICT_SELF, fd, flags) != 0:
-        err = ctypes.get_errno()
+        err = libc.get_errno()
         raise OSError(err, os.strerror(err))

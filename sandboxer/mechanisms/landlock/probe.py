@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
+
+from sandboxer.launch import libc  # ctypes without its import cost: the run path probes on every launch
 
 _SYS_LANDLOCK_CREATE_RULESET = 444  # same number on x86_64 and aarch64 (asm-generic table)
 _CREATE_RULESET_VERSION = 1 << 0
 _CREATE_RULESET_ERRATA = 1 << 1  # Linux 6.15 (ABI 7); older kernels answer EINVAL
 
-_syscall = ctypes.CDLL(None, use_errno=True)["syscall"]
-_syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32]
-_syscall.restype = ctypes.c_long
+_syscall = libc.function("syscall", libc.c_long, libc.c_long, libc.c_void_p, libc.c_size_t, libc.c_uint32)
 
 # Why the version query failed, as bubblewrap would say it: the errno plus a kernel-config hint.
 _HINTS = {
@@ -36,7 +35,7 @@ class LandlockHost:
 def _query(flags: int) -> tuple[int, int]:
     """(result, errno) of landlock_create_ruleset(NULL, 0, flags)."""
     ret = _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, flags)
-    return (ret, 0) if ret >= 0 else (-1, ctypes.get_errno())
+    return (ret, 0) if ret >= 0 else (-1, libc.get_errno())
 
 
 def probe_landlock() -> LandlockHost:

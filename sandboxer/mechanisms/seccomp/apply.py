@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
+from sandboxer.launch import libc
 
 from sandboxer.launch import kernel
 
@@ -23,7 +23,7 @@ class PreparedFilter:
     The object owns the buffer: keep it alive until the filter is loaded (the kernel copies it then).
     """
 
-    def __init__(self, prog: bytes, flags: int, buffer: ctypes.Array, fprog: kernel.SockFprog) -> None:
+    def __init__(self, prog: bytes, flags: int, buffer: libc.Array, fprog: kernel.SockFprog) -> None:
         self.prog = prog
         self.flags = flags
         self.buffer = buffer
@@ -53,7 +53,7 @@ def prepare_filter(prog: bytes, flags: int = 0) -> PreparedFilter:
     if n > MAX_INSNS:
         raise SeccompProgramError(f"the seccomp program has {n} instructions; the kernel accepts {MAX_INSNS}")
     buffer = (kernel.SockFilter * n).from_buffer_copy(prog)
-    fprog = kernel.SockFprog(n, ctypes.addressof(buffer))
+    fprog = kernel.SockFprog(n, libc.addressof(buffer))
     return PreparedFilter(bytes(prog), flags, buffer, fprog)
 
 
