@@ -16,26 +16,30 @@ The raw syscall bypasses glibc's fork(), so the child must stay on a narrow path
   os.getpid are fine (getpid is a real syscall since glibc 2.25).
 - No imports in the child: everything the child runs before execve must already be imported (an
   import may dlopen and take loader locks; it is also slow). Exec soon.
-The call goes through ctypes.PyDLL, which keeps the GIL held across the syscall, so the child
-returns into Python already holding it, as after os.fork().
+The call goes through a libc function pointer flagged like ctypes.PyDLL's (FUNCFLAG_PYTHONAPI), which
+keeps the GIL held across the syscall, so the child returns into Python already holding it, as after
+os.fork(). It is built on sandboxer.launch.libc (the C half of ctypes): `import ctypes` would add ~3 ms
+to every launch with limits, more than the whole clone3 placement costs.
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import errno
 import os
 import _signal as signal  # the C module: `import signal` would load enum (~5 ms a launch)
 import sys
 
+from sandboxer.launch.libc import Structure, byref, c_long, c_size_t, c_uint64, c_void_p, get_errno, sizeof
+
 CLONE_INTO_CGROUP = 0x200000000
 _NR_CLONE3 = {"x86_64": 435, "aarch64": 435}  # asm-generic number, the same on both
 
 
-class _CloneArgs(ctypes.Structure):
+class _CloneArgs(Structure):
     # struct clone_args, CLONE_ARGS_SIZE_VER2 = 88 bytes (include/uapi/linux/sched.h)
     _fields_ = [
-        (name, ctypes.c_uint64)
+        (name, c_uint64)
         for name in (
             "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
             "stack_size", "tls", "set_tid", "set_tid_size", "cgroup",
@@ -43,13 +47,30 @@ class _CloneArgs(ctypes.Structure):
     ]
 
 
-_libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL is not released around the call
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_size_t]
-_api = ctypes.pythonapi
-for _fn in (_api.PyOS_BeforeFork, _api.PyOS_AfterFork_Child, _api.PyOS_AfterFork_Parent):
-    _fn.restype, _fn.argtypes = None, []
+class _PyFunction(_ctypes.CFuncPtr):
+    """A function called with the GIL held (ctypes.PyDLL's flags), saving errno for get_errno()."""
+
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_PYTHONAPI | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_long
+
+
+class _Program:
+    """dlopen(NULL): the interpreter (its C API) and libc."""
+
+    _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)
+
+
+def _bind(name: str, restype: object, *argtypes: object) -> _PyFunction:
+    f = _PyFunction((name, _Program()))
+    f.restype = restype
+    f.argtypes = argtypes
+    return f
+
+
+_syscall = _bind("syscall", c_long, c_long, c_void_p, c_size_t)
+_before_fork = _bind("PyOS_BeforeFork", None)
+_after_fork_child = _bind("PyOS_AfterFork_Child", None)
+_after_fork_parent = _bind("PyOS_AfterFork_Parent", None)
 
 
 def _thread_count() -> int:
@@ -74,13 +95,13 @@ def fork_into_cgroup(cgroup_fd: int | None) -> int:
         raise RuntimeError(f"fork_into_cgroup needs a single-threaded parent; this process has {threads} threads")
     args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=int(signal.SIGCHLD), cgroup=cgroup_fd)
     sys.audit("os.fork")
-    _api.PyOS_BeforeFork()
-    pid = _syscall(nr, ctypes.byref(args), ctypes.sizeof(args))
+    _before_fork()
+    pid = _syscall(nr, byref(args), sizeof(args))
     if pid == 0:
-        _api.PyOS_AfterFork_Child()
+        _after_fork_child()
         return 0
-    err = ctypes.get_errno()
-    _api.PyOS_AfterFork_Parent()
+    err = get_errno()
+    _after_fork_parent()
     if pid < 0:
         raise OSError(err, f"clone3(CLONE_INTO_CGROUP) failed: {errno.errorcode.get(err, err)}: {os.strerror(err)}")
     return pid

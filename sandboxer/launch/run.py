@@ -227,12 +227,16 @@ def _cgroups(plan: Mapping[str, Any], opts: LaunchOptions, prep: Preparation) ->
     host = probe_cgroups()
     prep.placement = placement = plan_placement(host, section)
     if placement.unenforced:
-        lines = "\n".join(f"           {p.reason}" for p in placement.unenforced)
-        hint = placement.unenforced[0].hint or ""
+        at = section.get("at") or {}
+        where = {p.limit: f"limits.{p.limit} ({at[p.limit]})" if p.limit in at else f"limits.{p.limit}"
+                 for p in placement.unenforced}
         if _compat(plan, "cgroups", opts) == "strict":
-            raise LaunchError(f"the plan's resource limits cannot be enforced here:\n{lines}\n           {hint}")
+            lines = [f"{where[p.limit]}: {p.reason}" for p in placement.unenforced]
+            lines += dict.fromkeys(p.hint for p in placement.unenforced if p.hint)  # each fix once, in order
+            raise LaunchError("the plan's resource limits cannot be enforced here:\n"
+                              + "\n".join(f"           {line}" for line in lines))
         for p in placement.unenforced:
-            prep.warnings.append(f"{p.reason} (compat.cgroups: best-effort)")
+            prep.warnings.append(f"{p.reason}: {where[p.limit]} is not enforced (compat.cgroups: best-effort)")
     if opts.dry_run:
         return
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(plan.get("name") or "run"))[:64]
@@ -391,8 +395,22 @@ def describe(prep: Preparation, plan: Mapping[str, Any], argv: list[str]) -> str
 
 
 def _remove_leaf(leaf: Leaf) -> None:
-    from sandboxer.mechanisms.cgroups.apply import CgroupError
+    """Say whether the kernel OOM-killed or refused forks (read before the leaf goes), then remove it."""
+    from sandboxer.mechanisms.cgroups.apply import CgroupError, format_size
 
+    try:
+        oom_kills, pids_hits = leaf.events()
+    except (CgroupError, OSError):
+        oom_kills = pids_hits = 0
+    at = leaf.at
+    if oom_kills and leaf.memory_max is not None:
+        where = f" (limits.memory, {at['memory']})" if "memory" in at else ""
+        sys.stderr.write(f"sandboxer: out of memory: limit {format_size(leaf.memory_max)}{where}: "
+                         f"the kernel OOM-killed {oom_kills} process{'es' if oom_kills > 1 else ''}\n")
+    if pids_hits and leaf.pids_max is not None:
+        where = f" (limits.pids, {at['pids']})" if "pids" in at else ""
+        sys.stderr.write(f"sandboxer: pids limit reached: {leaf.pids_max}{where}: "
+                         f"{pids_hits} fork/clone call{'s' if pids_hits > 1 else ''} failed with EAGAIN\n")
     try:
         leaf.remove()
     except CgroupError as e:
@@ -412,27 +430,20 @@ def _fork(prep: Preparation) -> int:
 
 
 def _print_stats(outcome: Outcome, leaf: Leaf | None) -> None:
+    """--stats: one line from wait4's rusage, and with a cgroup leaf one line of its own accounting."""
     ru = outcome.rusage
     line = (
         f"sandboxer: stats: exit {outcome.exit_code}, wall {outcome.duration:.3f} s, "
-        f"user {ru.ru_utime:.3f} s, sys {ru.ru_stime:.3f} s, max rss {ru.ru_maxrss} KiB"  # type: ignore[attr-defined]
+        f"user {ru.ru_utime:.3f} s, sys {ru.ru_stime:.3f} s, max rss {ru.ru_maxrss} KiB\n"  # type: ignore[attr-defined]
     )
     if leaf is not None:
-        from sandboxer.mechanisms.cgroups.apply import CgroupError
+        from sandboxer.mechanisms.cgroups.apply import CgroupError, stats_line
 
         try:
-            st = leaf.stats()
-            for label, value, unit in (
-                ("cgroup cpu", st["cpu"].get("usage_usec"), " us"),
-                ("peak memory", st["memory"].get("peak_bytes"), " B"),
-                ("oom kills", st["memory"].get("oom_kills"), ""),
-                ("pids peak", st["pids"].get("peak"), ""),
-            ):
-                if value is not None:  # None: this host's cgroups do not account it
-                    line += f", {label} {value}{unit}"
-        except (CgroupError, OSError, KeyError):
-            pass
-    sys.stderr.write(line + "\n")
+            line += stats_line(leaf.stats()) + "\n"
+        except (CgroupError, OSError, KeyError) as e:
+            line += f"sandboxer: stats: cgroup accounting unavailable: {e}\n"
+    sys.stderr.write(line)
 
 
 def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import MappingProxyType
 
 import pytest
 
@@ -68,12 +67,17 @@ def test_pure_v2_scope_with_processes_cannot_enforce_and_says_why(tmp_path: Path
     assert placement.unenforced[0] == LimitPlacement(
         "memory",
         "none",
-        f"the memory limit cannot be enforced: the memory controller is not enabled in {host.v2_dir}/"
-        "cgroup.subtree_control and cannot be: that cgroup has processes of its own (cgroup2 'no internal "
-        "processes' rule), and no cgroup v1 memory hierarchy is mounted",
-        "delegate the controller: run under `systemd-run --user --scope -p Delegate=yes …`, "
-        "or set compat.cgroups: best-effort",
+        f"the memory limit cannot be enforced: the memory controller is delegated to {host.v2_dir} but not enabled "
+        "in its cgroup.subtree_control, and cannot be: that cgroup has a process of its own, this launcher "
+        "(cgroup2 'no internal processes' rule: only a cgroup without processes may enable controllers for "
+        "its children), and no cgroup v1 memory hierarchy is mounted",
+        f"sandboxer creates its leaf below {host.v2_dir} and never moves itself out of it, so delegating that "
+        "cgroup (`systemd-run --user --scope -p Delegate=yes …`) does not help by itself: the launcher would "
+        "still be one of its processes. cgroup2 lets only a cgroup without processes (or the hierarchy root) "
+        "enable controllers for its children: run sandboxer from the cgroup2 root, on a host with cgroup v1 "
+        "controllers, or set compat.cgroups: best-effort",
     )
+    assert host.v2_procs == 1
 
 
 @pytest.mark.parametrize("subtree", ["cpu memory pids\n", "\n"], ids=["enabled", "enable-able"])
@@ -183,7 +187,7 @@ def test_unwritable_and_missing_backends_messages():
     """Not writable and not mounted are each reported; an empty section places nothing."""
     host = CgroupHost(
         "hybrid", "/cg2", "/cg2/me", frozenset({"memory"}), frozenset(), False, False,
-        MappingProxyType({"memory": "/v1/memory/me"}), MappingProxyType({"memory": False}),
+        {"memory": "/v1/memory/me"}, {"memory": False},
     )  # fmt: skip
     (mem,) = plan_placement(host, {"memory_max": 1}).unenforced
     assert mem.reason == (

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
+import _signal as signal  # the C module: `import signal` would load enum (~5 ms a launch)
 import time
-from dataclasses import dataclass, field
 
-from .probe import CgroupHost, Placement
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .probe import CgroupHost, Placement
 
 PREFIX = "sandboxer-"
 # Files written only where they exist: swap accounting can be off (no memsw, no memory.swap.max).
@@ -35,6 +36,23 @@ OPTIONAL_FILES = frozenset({"memory.memsw.limit_in_bytes", "memory.swap.max"})
 # memsw must stay >= limit_in_bytes, and the period is set before the quota that refers to it.
 WRITE_LAST = frozenset({"memory.memsw.limit_in_bytes", "cpu.cfs_quota_us"})
 TIMEOUT_S = 5.0
+V2_CONTROLLER_OF = {"memory": "memory", "pids": "pids", "cpu": "cpu"}  # file prefix -> limit
+
+
+def ordered_writes(files: dict[str, str]) -> list[tuple[str, str]]:
+    """(file, value) in the order they are written: sorted, with WRITE_LAST files after the rest (pure)."""
+    return [(k, str(files[k])) for k in sorted(files, key=lambda k: (k in WRITE_LAST, k))]
+
+
+def v2_writes(section: dict, on_v2: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """What the cgroup2 backend writes into a leaf for the limits placed on v2, in order (pure)."""
+    files = section.get("v2") or {}
+    return ordered_writes({k: v for k, v in files.items() if k.split(".")[0] in on_v2})
+
+
+def v1_writes(section: dict, controller: str) -> list[tuple[str, str]]:
+    """What the v1 backend writes into the `controller` hierarchy's leaf, in order (pure)."""
+    return ordered_writes((section.get("v1") or {}).get(controller) or {})
 
 
 class CgroupError(Exception):
@@ -76,26 +94,38 @@ def _read(path: str) -> str | None:
 
 
 def _keyed(path: str) -> dict[str, int]:
-    """A flat-keyed file ("key value" lines: memory.events, cpu.stat, …) as a dict."""
-    text = _read(path) or ""
-    return {k: int(v) for k, v in (line.split() for line in text.splitlines() if line.strip())}
+    """A flat-keyed file ("key value" lines: memory.events, cpu.stat, …) as a dict; {} when it is absent."""
+    out = {}
+    for line in (_read(path) or "").splitlines():
+        kv = line.split()
+        if len(kv) == 2 and kv[1].lstrip("-").isdigit():
+            out[kv[0]] = int(kv[1])
+    return out
 
 
 def _pids(cgroup_dir: str) -> list[int]:
     return [int(p) for p in (_read(os.path.join(cgroup_dir, "cgroup.procs")) or "").split()]
 
 
-def _write_limits(cgroup_dir: str, files: dict[str, str]) -> None:
-    for key in sorted(files, key=lambda k: (k in WRITE_LAST, k)):
+def _write_limits(cgroup_dir: str, writes: list[tuple[str, str]]) -> None:
+    for key, value in writes:
         path = os.path.join(cgroup_dir, key)
         if key in OPTIONAL_FILES and not os.path.exists(path):
             continue
-        _write(path, str(files[key]))
+        _write(path, value)
+
+
+def _no_internal_hint(host: CgroupHost) -> str:
+    from .probe import no_internal_processes_hint
+
+    return no_internal_processes_hint(host)
 
 
 def _enable_v2(host: CgroupHost, controllers: tuple[str, ...]) -> None:
     """Enable `controllers` in the parent's cgroup.subtree_control where the kernel allows it."""
     assert host.v2_dir is not None
+    if not controllers:
+        return
     control = os.path.join(host.v2_dir, "cgroup.subtree_control")
     missing = [c for c in controllers if c not in (_read(control) or "").split()]
     if not missing:
@@ -106,22 +136,30 @@ def _enable_v2(host: CgroupHost, controllers: tuple[str, ...]) -> None:
             f"cgroups: cannot enable {' '.join(missing)} in {control}: {host.v2_dir} has processes of its "
             "own, and cgroup2 lets a non-root cgroup give controllers to its children only while it has "
             "none ('no internal processes' rule; the kernel would answer EBUSY)",
-            "start the launcher as the only process of a delegated cgroup whose parent enables the "
-            "controllers (`systemd-run --user --scope -p Delegate=yes …`), or set compat.cgroups: best-effort",
+            _no_internal_hint(host),
         )
     _write(control, " ".join(f"+{c}" for c in missing))
 
 
-@dataclass
 class Leaf:
     """One sandbox's cgroups, one directory per hierarchy; remove() undoes everything create_leaf() did."""
 
-    name: str
-    v2_dir: str | None = None
-    v2_dir_fd: int | None = None
-    v1_dirs: dict[str, str] = field(default_factory=dict)  # controller -> leaf dir (co-mounted share one)
-    created: list[str] = field(default_factory=list)  # in creation order
-    removed: bool = False
+    __slots__ = ("name", "v2_dir", "v2_dir_fd", "v1_dirs", "created", "removed", "memory_max", "pids_max", "at")
+
+    def __init__(self, name: str, v2_dir: str | None = None) -> None:
+        self.name = name
+        self.v2_dir = v2_dir
+        self.v2_dir_fd: int | None = None
+        self.v1_dirs: dict[str, str] = {}  # controller -> leaf dir (co-mounted share one)
+        self.created: list[str] = []  # in creation order
+        self.removed = False
+        # The limits as set (for the outcome report) and where the manifest set them.
+        self.memory_max: int | None = None
+        self.pids_max: int | None = None
+        self.at: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Leaf({self.name!r}, v2_dir={self.v2_dir!r}, v1_dirs={self.v1_dirs!r}, created={self.created!r})"
 
     def _v1_unique(self) -> list[str]:
         return list(dict.fromkeys(self.v1_dirs.values()))
@@ -170,18 +208,38 @@ class Leaf:
                 pass
         return len(pids)
 
+    def _watch_dir(self) -> list[str]:
+        # Every process of the sandbox is in each hierarchy's leaf (children inherit all of them and
+        # the workload cannot leave: no capabilities), so one hierarchy tells when all are empty.
+        return [self.v2_dir] if self.v2_dir else self._v1_unique()[:1]
+
     def wait_empty(self, timeout: float = TIMEOUT_S) -> None:
-        """Wait until no process is left in any hierarchy's leaf (killed tasks leave asynchronously)."""
+        """Wait until no process is left in the leaf (killed tasks leave asynchronously)."""
         deadline = time.monotonic() + timeout
         delay = 0.0005
         while True:
-            busy = [d for d in self._all_dirs() if _pids(d)]
+            busy = [d for d in self._watch_dir() if _pids(d)]
             if not busy:
                 return
             if time.monotonic() >= deadline:
                 raise CgroupError(f"cgroups: {busy[0]}/cgroup.procs still lists processes after {timeout:g} s")
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
+
+    def events(self) -> tuple[int, int]:
+        """(OOM kills, failed forks at pids.max) so far: the two files the outcome report reads on every run."""
+        oom = hits = 0
+        if self.memory_max is not None:
+            mem = self.v1_dirs.get("memory")
+            if self.v2_dir and "memory" not in self.v1_dirs:
+                oom = _keyed(os.path.join(self.v2_dir, "memory.events")).get("oom_kill", 0)
+            elif mem:
+                oom = _keyed(os.path.join(mem, "memory.oom_control")).get("oom_kill", 0)  # Linux 4.13
+        if self.pids_max is not None:
+            d = self.v1_dirs.get("pids") or self.v2_dir
+            if d:
+                hits = _keyed(os.path.join(d, "pids.events")).get("max", 0)
+        return oom, hits
 
     def stats(self) -> dict:
         """Peak memory, OOM kills, pids limit hits, CPU time and throttling, from whichever hierarchy has them."""
@@ -225,11 +283,13 @@ class Leaf:
             out["cpu"]["usage_usec"] = int((_read(acct) or "0").strip() or 0) // 1000 if acct else None
         v1cpu = _keyed(os.path.join(self.v1_dirs["cpu"], "cpu.stat")) if "cpu" in self.v1_dirs else {}
         if "nr_throttled" in v2cpu:
-            out["cpu"].update(nr_throttled=v2cpu["nr_throttled"], throttled_usec=v2cpu.get("throttled_usec"))
+            out["cpu"].update(nr_periods=v2cpu.get("nr_periods"), nr_throttled=v2cpu["nr_throttled"],
+                              throttled_usec=v2cpu.get("throttled_usec"))
         elif "nr_throttled" in v1cpu:
-            out["cpu"].update(nr_throttled=v1cpu["nr_throttled"], throttled_usec=v1cpu["throttled_time"] // 1000)
+            out["cpu"].update(nr_periods=v1cpu.get("nr_periods"), nr_throttled=v1cpu["nr_throttled"],
+                              throttled_usec=v1cpu["throttled_time"] // 1000)
         else:
-            out["cpu"].update(nr_throttled=None, throttled_usec=None)
+            out["cpu"].update(nr_periods=None, nr_throttled=None, throttled_usec=None)
         return out
 
     def remove(self) -> None:
@@ -259,6 +319,31 @@ class Leaf:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def format_size(n: int) -> str:
+    """Bytes in the manifest's spelling where exact: 67108864 -> "64Mi", 1536 -> "1536" (pure)."""
+    for unit, shift in (("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)):
+        if n and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+def stats_line(st: dict) -> str:
+    """The --stats line for Leaf.stats(); "n/a" where this host's cgroups do not account a value (pure)."""
+
+    def v(x: object, unit: str = "") -> str:
+        return "n/a" if x is None else f"{x}{unit}"
+
+    mem, pids, cpu = st["memory"], st["pids"], st["cpu"]
+    throttled = "n/a" if cpu["nr_throttled"] is None else (
+        f"{cpu['nr_throttled']} of {v(cpu.get('nr_periods'))} periods ({v(cpu['throttled_usec'])} us)"
+    )
+    return (
+        f"sandboxer: stats: cgroup: peak memory {v(mem['peak_bytes'], ' B')}, cpu time {v(cpu['usage_usec'], ' us')}, "
+        f"tasks (peak) {v(pids['peak'])}, oom kills {v(mem['oom_kills'])}, pids limit hits {v(pids['max_events'])}, "
+        f"cpu throttled {throttled}"
+    )
 
 
 def _rmdir(path: str) -> None:
@@ -295,26 +380,28 @@ def create_leaf(section: dict, host: CgroupHost, placement: Placement, name: str
         raise CgroupError(f"cgroups: invalid leaf name {name!r}: it must be one path component")
     leaf = Leaf(name)
     dirname = PREFIX + name
+    on_v2, on_v1 = placement.on("v2"), list(placement.on("v1"))
+    if "memory" in on_v2 or "memory" in on_v1:
+        leaf.memory_max = section.get("memory_max")
+    if "pids" in on_v2 or "pids" in on_v1:
+        leaf.pids_max = section.get("pids_max")
+    leaf.at = dict(section.get("at") or {})
     try:
         if host.v2_dir is not None and host.v2_writable:
-            on_v2 = placement.on("v2")
             _enable_v2(host, on_v2)
             leaf.v2_dir = _mkdir(leaf, os.path.join(host.v2_dir, dirname))
-            v2_files = section.get("v2") or {}
-            _write_limits(leaf.v2_dir, {k: v for k, v in v2_files.items() if k.split(".")[0] in on_v2})
+            _write_limits(leaf.v2_dir, v2_writes(section, on_v2))
             leaf.v2_dir_fd = os.open(leaf.v2_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        on_v1 = list(placement.on("v1"))
         helpers = []
         if on_v1 and leaf.v2_dir is None:
             helpers = (["cpuacct"] if "cpu" in on_v1 else []) + ["freezer"]
             helpers = [c for c in helpers if c in host.v1_dirs and host.v1_writable.get(c)]
-        v1_files = section.get("v1") or {}
         for controller in on_v1 + helpers:
             path = os.path.join(host.v1_dirs[controller], dirname)
             if path not in leaf.created:  # co-mounted controllers (cpu,cpuacct) share one directory
                 _mkdir(leaf, path)
             leaf.v1_dirs[controller] = path
-            _write_limits(path, v1_files.get(controller) or {})
+            _write_limits(path, v1_writes(section, controller))
     except BaseException:
         try:
             leaf.remove()

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from collections.abc import Mapping
 
 LIMITS = ("memory", "pids", "cpu")
 # v1 hierarchies a leaf may use: the three limits, plus cpuacct (CPU time where there is no v2 leaf)
@@ -19,39 +15,89 @@ FIX_HINT = (
 )
 
 
-@dataclass(frozen=True)
 class CgroupHost:
-    """The launcher's own cgroups as found on this host; leaves are only ever created below them."""
+    """The launcher's own cgroups as found on this host; leaves are only ever created below them.
 
-    layout: str  # "v2" | "v1" | "hybrid" | "none"
-    v2_mount: str | None = None
-    v2_dir: str | None = None  # the launcher's own cgroup2 directory
-    v2_available: frozenset[str] = frozenset()  # cgroup.controllers of v2_dir
-    v2_enabled: frozenset[str] = frozenset()  # cgroup.subtree_control of v2_dir
-    v2_writable: bool = False
-    # cgroup2 forbids enabling a domain controller for children of a non-root cgroup that has
-    # processes of its own ("no internal processes", Documentation/admin-guide/cgroup-v2.rst).
-    v2_can_enable: bool = False
-    v1_dirs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    v1_writable: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
-    memsw: bool = False  # memory.memsw.* exist (v1 swap accounting is on)
+    A plain class with __slots__ (no dataclasses: this module is imported on every launch with limits).
+    """
+
+    __slots__ = ("layout", "v2_mount", "v2_dir", "v2_available", "v2_enabled", "v2_writable", "v2_can_enable",
+                 "v2_procs", "v1_dirs", "v1_writable", "memsw")
+
+    def __init__(
+        self,
+        layout: str,  # "v2" | "v1" | "hybrid" | "none"
+        v2_mount: str | None = None,
+        v2_dir: str | None = None,  # the launcher's own cgroup2 directory
+        v2_available: frozenset[str] = frozenset(),  # cgroup.controllers of v2_dir
+        v2_enabled: frozenset[str] = frozenset(),  # cgroup.subtree_control of v2_dir
+        v2_writable: bool = False,
+        # cgroup2 forbids enabling a domain controller for children of a non-root cgroup that has
+        # processes of its own ("no internal processes", Documentation/admin-guide/cgroup-v2.rst).
+        v2_can_enable: bool = False,
+        v1_dirs: dict[str, str] | None = None,
+        v1_writable: dict[str, bool] | None = None,
+        memsw: bool = False,  # memory.memsw.* exist (v1 swap accounting is on)
+        v2_procs: int = 0,  # processes in v2_dir (the launcher is one of them), for the explanation
+    ) -> None:
+        self.layout = layout
+        self.v2_mount = v2_mount
+        self.v2_dir = v2_dir
+        self.v2_available = frozenset(v2_available)
+        self.v2_enabled = frozenset(v2_enabled)
+        self.v2_writable = v2_writable
+        self.v2_can_enable = v2_can_enable
+        self.v2_procs = v2_procs
+        self.v1_dirs: dict[str, str] = dict(v1_dirs or {})
+        self.v1_writable: dict[str, bool] = dict(v1_writable or {})
+        self.memsw = memsw
+
+    def replace(self, **changes: object) -> CgroupHost:
+        """A copy with `changes` applied (tests simulate other hosts with it)."""
+        fields = {k: getattr(self, k) for k in self.__slots__}
+        fields.update(changes)
+        return CgroupHost(**fields)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CgroupHost) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "CgroupHost(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
 
-@dataclass(frozen=True)
 class LimitPlacement:
     """Which backend enforces one limit; for backend "none", why not and how to fix it."""
 
-    limit: str
-    backend: str  # "v2" | "v1" | "none"
-    reason: str | None = None
-    hint: str | None = None
+    __slots__ = ("limit", "backend", "reason", "hint")
+
+    def __init__(self, limit: str, backend: str, reason: str | None = None, hint: str | None = None) -> None:
+        self.limit = limit
+        self.backend = backend  # "v2" | "v1" | "none"
+        self.reason = reason
+        self.hint = hint
+
+    def _key(self) -> tuple:
+        return (self.limit, self.backend, self.reason, self.hint)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LimitPlacement) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"LimitPlacement{self._key()!r}"
 
 
-@dataclass(frozen=True)
 class Placement:
     """The backend of every limit a cgroups section sets."""
 
-    limits: tuple[LimitPlacement, ...] = ()
+    __slots__ = ("limits",)
+
+    def __init__(self, limits: tuple[LimitPlacement, ...] = ()) -> None:
+        self.limits = tuple(limits)
 
     def backend(self, limit: str) -> str | None:
         """The backend enforcing `limit`, or None when the section does not set it."""
@@ -65,10 +111,26 @@ class Placement:
     def unenforced(self) -> tuple[LimitPlacement, ...]:
         return tuple(p for p in self.limits if p.backend == "none")
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Placement) and self.limits == other.limits
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Placement({self.limits!r})"
+
 
 def _unescape(field_: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo octal (fs/proc_namespace.c).
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
+    parts = field_.split("\\")
+    out = [parts[0]]
+    for part in parts[1:]:
+        code = part[:3]
+        if len(code) == 3 and all(c in "01234567" for c in code):
+            out.append(chr(int(code, 8)) + part[3:])
+        else:
+            out.append("\\" + part)
+    return "".join(out)
 
 
 def _parse_mountinfo(text: str) -> list[tuple[str, str, str, set[str]]]:
@@ -104,12 +166,13 @@ def _read_words(path: str) -> frozenset[str]:
         return frozenset()
 
 
-def _has_procs(cgroup_dir: str) -> bool:
+def _count_procs(cgroup_dir: str) -> int:
+    """Processes in the cgroup (-1 when unreadable: assume the rule applies)."""
     try:
         with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
-            return bool(f.read().strip())
+            return len(f.read().split())
     except OSError:
-        return True  # unknown: assume the rule applies
+        return -1
 
 
 def probe_cgroups(
@@ -151,26 +214,20 @@ def probe_cgroups(
     has_v2 = v2_dir is not None
     layout = {(True, True): "hybrid", (True, False): "v2", (False, True): "v1"}.get((has_v2, has_v1), "none")
 
-    v2_fields: dict = {}
+    host = CgroupHost(layout, v2_mount, v2_dir, v1_dirs=v1_dirs)
     if v2_dir is not None:
-        # The real root cgroup has no cgroup.type (CFTYPE_NOT_ON_ROOT) and is exempt from the rule.
+        # The real root cgroup has no cgroup.type (CFTYPE_NOT_ON_ROOT) and is exempt from the rule;
+        # its cgroup.procs (every process of the host) is not read.
         is_root = not os.path.exists(os.path.join(v2_dir, "cgroup.type"))
-        v2_fields = dict(
-            v2_available=_read_words(os.path.join(v2_dir, "cgroup.controllers")),
-            v2_enabled=_read_words(os.path.join(v2_dir, "cgroup.subtree_control")),
-            v2_writable=os.access(v2_dir, os.W_OK),
-            v2_can_enable=is_root or not _has_procs(v2_dir),
-        )
+        host.v2_available = _read_words(os.path.join(v2_dir, "cgroup.controllers"))
+        host.v2_enabled = _read_words(os.path.join(v2_dir, "cgroup.subtree_control"))
+        host.v2_writable = os.access(v2_dir, os.W_OK)
+        host.v2_procs = 0 if is_root else _count_procs(v2_dir)
+        host.v2_can_enable = is_root or host.v2_procs == 0
+    host.v1_writable = {c: os.access(d, os.W_OK) for c, d in v1_dirs.items()}
     mem = v1_dirs.get("memory")
-    return CgroupHost(
-        layout=layout,
-        v2_mount=v2_mount,
-        v2_dir=v2_dir,
-        v1_dirs=MappingProxyType(v1_dirs),
-        v1_writable=MappingProxyType({c: os.access(d, os.W_OK) for c, d in v1_dirs.items()}),
-        memsw=bool(mem) and os.path.exists(os.path.join(mem, "memory.memsw.limit_in_bytes")),
-        **v2_fields,
-    )
+    host.memsw = bool(mem) and os.path.exists(os.path.join(mem, "memory.memsw.limit_in_bytes"))
+    return host
 
 
 def section_limits(section: dict) -> tuple[str, ...]:
@@ -193,11 +250,26 @@ def _v2_refusal(host: CgroupHost, limit: str) -> str | None:
         have = " ".join(sorted(host.v2_available)) or "none"
         return f"the {limit} controller is not delegated to {host.v2_dir} (cgroup.controllers: {have})"
     if limit not in host.v2_enabled and not host.v2_can_enable:
+        n = host.v2_procs
+        who = (f"{n} processes of its own, this launcher among them" if n > 1
+               else "a process of its own, this launcher" if n == 1 else "processes of its own")
         return (
-            f"the {limit} controller is not enabled in {host.v2_dir}/cgroup.subtree_control and cannot be: "
-            "that cgroup has processes of its own (cgroup2 'no internal processes' rule)"
+            f"the {limit} controller is delegated to {host.v2_dir} but not enabled in its cgroup.subtree_control, "
+            f"and cannot be: that cgroup has {who} (cgroup2 'no internal processes' rule: only a cgroup without "
+            "processes may enable controllers for its children)"
         )
     return None
+
+
+def no_internal_processes_hint(host: CgroupHost) -> str:
+    """What to change when the launcher's own cgroup2 cgroup has the controllers but may not hand them down."""
+    return (
+        f"sandboxer creates its leaf below {host.v2_dir} and never moves itself out of it, so delegating that "
+        "cgroup (`systemd-run --user --scope -p Delegate=yes …`) does not help by itself: the launcher would "
+        "still be one of its processes. cgroup2 lets only a cgroup without processes (or the hierarchy root) "
+        "enable controllers for its children: run sandboxer from the cgroup2 root, on a host with cgroup v1 "
+        "controllers, or set compat.cgroups: best-effort"
+    )
 
 
 def _v1_refusal(host: CgroupHost, limit: str) -> str | None:
@@ -222,5 +294,7 @@ def plan_placement(host: CgroupHost, section: dict) -> Placement:
             out.append(LimitPlacement(limit, "v1"))
             continue
         reason = f"the {limit} limit cannot be enforced: {v2_why}, and {v1_why}"
-        out.append(LimitPlacement(limit, "none", reason, FIX_HINT))
+        internal = limit in host.v2_available and host.v2_writable and not host.v2_can_enable
+        hint = no_internal_processes_hint(host) if internal else FIX_HINT
+        out.append(LimitPlacement(limit, "none", reason, hint))
     return Placement(tuple(out))
