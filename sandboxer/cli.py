@@ -42,6 +42,8 @@ ABI_OPT = typer.Option(None, "--landlock-abi", help="target Landlock ABI 1-7 (de
 
 @app.command()
 def check(manifests: List[Path] = typer.Argument(..., help="manifests to check"),
+          wasm: Optional[Path] = typer.Option(None, "--wasm", help="also check that the manifests grant every "
+                                              "import of this WebAssembly module or component"),
           arch: Optional[str] = ARCH_OPT, landlock_abi: Optional[int] = ABI_OPT) -> None:
     """Validate manifests and compile them (no side effects); exit 0 when all are fine, 2 otherwise."""
     failed = False
@@ -51,12 +53,29 @@ def check(manifests: List[Path] = typer.Argument(..., help="manifests to check")
         _fail(e)
     for m in manifests:
         try:
-            compile_plan(load_policy(m), target)
-            typer.echo(f"{m}: ok")
+            plan = compile_plan(load_policy(m), target)
+            if wasm is not None:
+                from .wasm.run import check_or_raise
+
+                check_or_raise(plan, str(wasm), str(m))
+            typer.echo(f"{m}: ok" + (f" (grants every import of {wasm})" if wasm is not None else ""))
         except SandboxerError as e:
             typer.echo(e.render(), err=True)
             failed = True
     raise typer.Exit(2 if failed else 0)
+
+
+@app.command()
+def init(from_wasm: Optional[Path] = typer.Option(None, "--from-wasm", help="a WASI module or component"),
+         from_wit: Optional[Path] = typer.Option(None, "--from-wit", help="a WIT file with a world"),
+         out: Optional[Path] = typer.Option(None, "-o", help="write here (refuses to overwrite) instead of stdout")) -> None:
+    """Write a manifest skeleton with one entry per import of a module (--from-wasm) or WIT world (--from-wit)."""
+    from .wasm.init import write_skeleton
+
+    try:
+        write_skeleton(from_wasm, from_wit, out)
+    except SandboxerError as e:
+        _fail(e)
 
 
 @app.command("compile")

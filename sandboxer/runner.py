@@ -25,6 +25,8 @@ options:
   --audit PATH       write audit records (JSON lines) to PATH, '-' for stderr, or fd:N
   --dry-run          print what would be enforced on this host, run nothing
   --no-cache         compile the manifest again instead of using the plan cache
+  --wasm             COMMAND is a WebAssembly module or component (detected by its \\0asm magic
+                     anyway): check its imports against the manifest, run it with wasmtime
   -h, --help         show this help
 """
 
@@ -41,6 +43,7 @@ class RunArgs:
         self.audit: str | None = None
         self.dry_run = False
         self.no_cache = False
+        self.wasm = False
 
 
 def parse_args(argv: list[str]) -> RunArgs:
@@ -83,7 +86,7 @@ def parse_args(argv: list[str]) -> RunArgs:
                 raise UsageError(f"--timeout expects seconds, not {v!r}") from None
         elif name == "--audit":
             a.audit = value()
-        elif name in ("--best-effort", "--stats", "--dry-run", "--no-cache"):
+        elif name in ("--best-effort", "--stats", "--dry-run", "--no-cache", "--wasm"):
             setattr(a, name[2:].replace("-", "_"), True)
         elif arg.startswith("-") and arg != "-":
             raise UsageError(f"unknown option {arg}\n{USAGE}")
@@ -131,10 +134,25 @@ def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | N
     return plan, bpf, cache._sha256(source)
 
 
+def _is_wasm(path: str) -> bool:
+    """Does the file start with the WebAssembly magic `\\0asm`? (Regular files only: a FIFO would block.)"""
+    try:
+        if not os.path.isfile(path):
+            return False
+        with open(path, "rb") as f:
+            return f.read(4) == b"\0asm"
+    except OSError:
+        return False
+
+
 def main(argv: list[str]) -> int:
     try:
         args = parse_args(argv)
         plan, bpf, manifest_sha = load_plan(args.source, args.no_cache)
+        if args.command and (args.wasm or _is_wasm(args.command[0])):
+            from .wasm.run import run_wasm  # wasmtime itself is imported only by the host process
+
+            return run_wasm(plan, bpf, args, args.source)
         from .launch.run import LaunchOptions, launch
 
         opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=args.timeout,

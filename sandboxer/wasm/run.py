@@ -1,0 +1,189 @@
+"""`sandboxer run MANIFEST -- module.wasm ARGS…`: check the module's imports, then run it in a confined wasmtime host.
+
+The parent (this module) never imports wasmtime: it reads the imports with a small binary reader,
+refuses a module that imports what the manifest does not grant, builds the host's spec and native
+plan, and hands both to the native launcher, which starts `python -I -S -B -c BOOTSTRAP` under
+Landlock, seccomp, cgroups and the network namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from ..errors import EXIT_USAGE, SandboxerError, UsageError
+
+INPROCESS_ENV = "SANDBOXER_WASM_HOST"  # "inprocess": run wasmtime in this process, unconfined (benchmarks)
+
+
+class ImportRefused(SandboxerError):
+    """The module imports a capability the manifest does not grant (exit 2: fix the manifest)."""
+
+    exit_code = EXIT_USAGE
+
+
+def _audit(spec: str | None):
+    """The audit sink when --audit is given and sandboxer.audit.sink exists; else None."""
+    if not spec:
+        return None
+    try:
+        from ..audit.sink import AuditSink
+    except ImportError:
+        return None
+    try:
+        return AuditSink.open(spec)
+    except (OSError, ValueError):
+        return None
+
+
+def _emit(sink, type_: str, **fields) -> None:
+    if sink is not None:
+        try:
+            sink.emit(type_, **fields)
+        except Exception:  # an audit failure must not change the workload's outcome
+            pass
+
+
+def granted(plan: dict) -> set[str]:
+    return {g["capability"] for g in plan.get("grants", ())}
+
+
+def check_module(plan: dict, path: str, manifest: str) -> tuple[str, list[str], list]:
+    """(kind, import items, missing capabilities) for the module at `path` under `plan`."""
+    from .imports import WasmFormatError, check_imports, read_imports
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        kind, items = read_imports(data)
+    except WasmFormatError as e:
+        raise UsageError(f"{path}: {e}") from None
+    return kind, items, check_imports(kind, items, granted(plan))
+
+
+def wasi_preopens(plan: dict) -> list[dict]:
+    """The plan's preopens WASI can express: directories with read and/or write access (files and exec-only paths are native-only)."""
+    out = []
+    for p in (plan.get("wasi") or {}).get("preopens", ()):
+        if (p.get("read") or p.get("write")) and os.path.isdir(p["host"]):
+            out.append({"host": p["host"], "guest": p["guest"], "write": bool(p.get("write"))})
+    return out
+
+
+def build_spec(plan: dict, path: str, kind: str, args, env: dict, cache_entry: str | None,
+               deny: dict[str, str]) -> dict:
+    wasi = plan.get("wasi") or {}
+    sockets = wasi.get("sockets") or {}
+    walls = [t for t in (args.timeout, plan.get("wall_time_s")) if t is not None]
+    wall = min(walls) if walls else None
+    return {
+        "path": os.path.abspath(path),
+        "kind": kind,
+        "argv": [os.path.basename(path), *args.command[1:]],
+        "env": env,
+        "preopens": wasi_preopens(plan),
+        "stdin": bool(wasi.get("stdin")), "stdout": bool(wasi.get("stdout")), "stderr": bool(wasi.get("stderr")),
+        "network": bool(sockets.get("tcp") or sockets.get("udp")),
+        "ip_name_lookup": bool(sockets.get("ip_name_lookup")),
+        "memory_max": (plan.get("cgroups") or {}).get("memory_max"),
+        "wall_time_s": wall,
+        "deadline": None if wall is None else time.monotonic() + wall,
+        "cache_dir": cache_entry,
+        "deny": deny,
+    }
+
+
+def _deny_map(kind: str, missing: list) -> dict[str, str]:
+    """Best effort, preview 1: the ungranted functions, answered with ENOTCAPABLE by the host."""
+    if kind != "module":
+        return {}
+    return {item.partition(".")[2]: m.capability for m in missing if m.capability for item in m.items}
+
+
+def run_wasm(plan: dict, bpf: bytes | None, args, manifest: str) -> int:
+    """Check, then run the module args.command[0] under plan; the module's exit code (see host.py for the others)."""
+    sink = _audit(args.audit)
+    try:
+        return _run(plan, args, manifest, sink)
+    finally:
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception:
+                pass
+
+
+def _run(plan: dict, args, manifest: str, sink) -> int:
+    from ..launch.run import LaunchOptions, compute_environment
+    from . import modcache
+    from .host import BOOTSTRAP, engine_settings
+    from .imports import render_missing, snippet
+
+    path = args.command[0]
+    kind, _items, missing = check_module(plan, path, manifest)
+    for m in missing:
+        _emit(sink, "violation", mechanism="wasi", capability=m.capability, imports=list(m.items),
+              action="refused" if not args.best_effort else "warned",
+              suggest=None if m.capability is None else snippet(m.capability))
+    if missing:
+        text = render_missing(missing, path, manifest)
+        if not args.best_effort or any(m.capability is None for m in missing):
+            raise ImportRefused(text + "\n  (or run with --best-effort: ungranted functions then fail with ENOTCAPABLE)")
+        sys.stderr.write(f"sandboxer: warning: {text}\n  running anyway (--best-effort)\n")
+    inprocess = os.environ.get(INPROCESS_ENV) == "inprocess"
+    sockets = (plan.get("wasi") or {}).get("sockets") or {}
+    if inprocess and (sockets.get("tcp") or sockets.get("udp")):
+        what = "wasi:sockets grants need the host's native confinement to hold the manifest's ports"
+        if not args.best_effort:
+            raise SandboxerError(f"{what}; unset {INPROCESS_ENV} or run with --best-effort")
+        sys.stderr.write(f"sandboxer: warning: {what}: the module may use any port\n")
+    env = compute_environment(plan.get("environment") or {}, args.env, os.environ)
+    wall = min([t for t in (args.timeout, plan.get("wall_time_s")) if t is not None], default=None)
+    cache_entry = None
+    if not args.no_cache:
+        try:
+            cache_entry = modcache.prepare_entry(modcache.sha256_file(path), engine_settings(kind, wall is not None))
+        except OSError as e:
+            sys.stderr.write(f"sandboxer: warning: no compiled-module cache ({e}); compiling every run\n")
+    spec = build_spec(plan, path, kind, args, env, cache_entry, _deny_map(kind, missing))
+    _emit(sink, "launch", runtime="wasmtime", module=os.path.abspath(path), kind=kind,
+          host="inprocess" if inprocess else "confined")
+    if inprocess:
+        from .host import run_spec
+
+        code = run_spec(spec)
+    else:
+        from ..launch.run import launch
+        from .host_plan import derive_host_plan
+
+        wasmtime_dir = modcache.wasmtime_dir()
+        if wasmtime_dir is None:
+            raise SandboxerError("the wasmtime package is not installed (pip install wasmtime==50.0.1)")
+        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        host_plan, host_bpf = derive_host_plan(plan, path, cache_entry, package_dir, wasmtime_dir)
+        argv = [os.path.realpath(sys.executable), "-I", "-S", "-B", "-c", BOOTSTRAP, package_dir, wasmtime_dir,
+                json.dumps(spec)]
+        opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=None,
+                             best_effort=args.best_effort, stats=args.stats, audit=None, dry_run=args.dry_run)
+        code = launch(host_plan, host_bpf, argv, opts)
+    if code == 137:  # a limit stopped it: the deadline passed, or else linear memory hit the store limit
+        if spec["deadline"] is not None and time.monotonic() >= spec["deadline"]:
+            _emit(sink, "limit", kind="wall_time", limit=spec["wall_time_s"])
+        elif spec["memory_max"] is not None:
+            _emit(sink, "limit", kind="memory", limit=spec["memory_max"])
+    _emit(sink, "exit", code=code)
+    return code
+
+
+def check_or_raise(plan: dict, path: str, manifest: str) -> None:
+    """`sandboxer check MANIFEST --wasm MODULE`: the run-time import check, without running (ImportRefused, exit 2)."""
+    from .imports import render_missing
+
+    _kind, _items, missing = check_module(plan, path, manifest)
+    if missing:
+        raise ImportRefused(render_missing(missing, path, manifest))

@@ -1,0 +1,239 @@
+"""WASI modules and components run under a manifest: grants honoured, denials with WASI errnos, limits stop runaways."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WASM = REPO / "tests" / "wasm"
+SANDBOXER = [sys.executable, "-m", "sandboxer"]
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the manifests' cgroup limits need root"),
+              pytest.mark.skipif(pytest.importorskip("wasmtime") is None, reason="wasmtime is not installed")]
+
+# WASI preview 1 errno values (wasi-libc's <errno.h>)
+WASI_ENOENT, WASI_EPERM = 44, 63
+
+
+def write_manifest(tmp_path: Path, imports: str, limits: str = "{memory: 64Mi, pids: 4, wall-time: 20s}") -> Path:
+    m = tmp_path / "wasm.yaml"
+    m.write_text(f"sandboxer: 1\nname: wasm-test\ndescription: a WASI test program\n"
+                 f"imports:\n{imports}limits: {limits}\n")
+    return m
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "allowed.txt").write_text("allowed content\n")
+    (tmp_path / "secret.txt").write_text("secret\n")
+    return {"ro": ro, "rw": rw, "root": tmp_path}
+
+
+def fs_manifest(tmp_path: Path, dirs: dict[str, Path], **kw) -> Path:
+    return write_manifest(tmp_path, (
+        "  wasi:filesystem/preopens:\n"
+        f"    - {{path: {dirs['ro']}, access: read}}\n"
+        f"    - {{path: {dirs['rw']}, access: read+write}}\n"
+        "  wasi:cli/stdout: {}\n  wasi:cli/stderr: {}\n"), **kw)
+
+
+def run(m: Path, *cmd: str, options: tuple[str, ...] = (), env: dict | None = None, timeout: float = 60):
+    return subprocess.run([*SANDBOXER, "run", str(m), *options, "--", *cmd], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout, env=env)
+
+
+def test_allowed_file_is_read(tmp_path, dirs):
+    """A preview 1 module reads a file inside its read-only preopen."""
+    r = run(fs_manifest(tmp_path, dirs), str(WASM / "readfile.wasm"), str(dirs["ro"] / "allowed.txt"))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "allowed content\n", "")
+
+
+def test_file_outside_every_preopen_is_enoent(tmp_path, dirs):
+    """A path outside every preopen does not exist for the module: WASI ENOENT, the module's own exit 1."""
+    r = run(fs_manifest(tmp_path, dirs), str(WASM / "readfile.wasm"), str(dirs["root"] / "secret.txt"))
+    assert (r.returncode, r.stderr) == (1, f"errno {WASI_ENOENT} No such file or directory\n")
+
+
+def test_dotdot_escape_from_preopen_is_eperm(tmp_path, dirs):
+    """`..` out of a preopen is refused by the runtime with WASI EPERM."""
+    r = run(fs_manifest(tmp_path, dirs), str(WASM / "readfile.wasm"), f"{dirs['ro']}/../secret.txt")
+    assert (r.returncode, r.stderr) == (1, f"errno {WASI_EPERM} Operation not permitted\n")
+
+
+def test_write_to_read_only_preopen_is_eperm(tmp_path, dirs):
+    """Read-only stays read-only: creating a file in the read preopen fails with WASI EPERM, nothing is written."""
+    r = run(fs_manifest(tmp_path, dirs), str(WASM / "writefile.wasm"), str(dirs["ro"] / "new.txt"), "hi")
+    assert (r.returncode, r.stderr) == (1, f"errno {WASI_EPERM} Operation not permitted\n")
+    assert not (dirs["ro"] / "new.txt").exists()
+
+
+def test_write_to_read_write_preopen(tmp_path, dirs):
+    """The read+write preopen takes a new file."""
+    r = run(fs_manifest(tmp_path, dirs), str(WASM / "writefile.wasm"), str(dirs["rw"] / "new.txt"), "hi")
+    assert r.returncode == 0, r.stderr
+    assert (dirs["rw"] / "new.txt").read_text() == "hi"
+
+
+def test_runaway_loop_stopped_by_wall_time(tmp_path, dirs):
+    """An endless loop is stopped at limits.wall-time by the epoch deadline: exit 137, as a native kill."""
+    m = fs_manifest(tmp_path, dirs, limits="{memory: 64Mi, wall-time: 1s}")
+    r = run(m, str(WASM / "loop.wasm"))
+    assert r.returncode == 137
+    assert r.stderr == "sandboxer: wall time of 1 s exceeded: the module was stopped (epoch deadline)\n"
+
+
+def test_timeout_option_stops_loop(tmp_path, dirs):
+    """--timeout shortens the deadline for a module as it does for a native command."""
+    r = run(fs_manifest(tmp_path, dirs), str(WASM / "loop.wasm"), options=("--timeout", "0.5"))
+    assert r.returncode == 137 and "wall time of 0.5 s exceeded" in r.stderr
+
+
+def test_memory_hog_stopped_by_memory_limit(tmp_path, dirs):
+    """Linear memory cannot grow past limits.memory: the hog's allocator fails and it is reported as the limit (137)."""
+    m = fs_manifest(tmp_path, dirs, limits="{memory: 32Mi, wall-time: 20s}")
+    r = run(m, str(WASM / "hog.wasm"))
+    assert r.returncode == 137
+    assert "sandboxer: memory limit of 33554432 bytes reached" in r.stderr
+    assert "hog: malloc failed after" in r.stderr
+
+
+def test_environment_allow_list(tmp_path):
+    """Only the listed variables (and --env) reach the module."""
+    m = write_manifest(tmp_path, "  wasi:cli/environment: {vars: [LANG]}\n  wasi:cli/stdout: {}\n")
+    env = dict(os.environ, LANG="C.UTF-8", SECRET_TOKEN="x")
+    r = run(m, str(WASM / "env.wasm"), options=("--env", "EXTRA=1"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == ["EXTRA=1", "LANG=C.UTF-8"]
+
+
+def test_ungranted_stdout_is_discarded(tmp_path):
+    """Without wasi:cli/stdout the module's output goes nowhere and it still succeeds."""
+    m = write_manifest(tmp_path, "  wasi:cli/stderr: {}\n")
+    r = run(m, str(WASM / "hello.wasm"))
+    assert (r.returncode, r.stdout) == (0, "")
+
+
+def test_undeclared_import_refused_before_run(tmp_path):
+    """A module importing environ_get under a manifest without wasi:cli/environment is refused (exit 2), with the line to add."""
+    m = write_manifest(tmp_path, "  wasi:cli/stdout: {}\n")
+    r = run(m, str(WASM / "env.wasm"))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith(f"sandboxer: {WASM / 'env.wasm'} imports what {m} does not grant:\n"
+                               "  wasi:cli/environment, needed by wasi_snapshot_preview1.environ_get, "
+                               "wasi_snapshot_preview1.environ_sizes_get\n"
+                               "      add under imports:  wasi:cli/environment: {vars: [NAME]}\n")
+
+
+def test_best_effort_runs_with_enotcapable(tmp_path):
+    """--best-effort runs the module anyway; the ungranted function answers ENOTCAPABLE (wasi-libc exits 71)."""
+    m = write_manifest(tmp_path, "  wasi:cli/stdout: {}\n")
+    r = run(m, str(WASM / "env.wasm"), options=("--best-effort",))
+    assert r.returncode == 71 and r.stdout == ""
+    assert "running anyway (--best-effort)" in r.stderr
+
+
+def test_component_runs_with_environment(tmp_path):
+    """The WASI 0.2 component (built from a WIT world) runs, prints, and sees only the allowed variable."""
+    m = write_manifest(tmp_path, "  wasi:cli/environment: {vars: [LANG]}\n  wasi:cli/stdout: {}\n")
+    r = run(m, str(WASM / "greet.component.wasm"), env=dict(os.environ, LANG="C", OTHER="no"))
+    assert (r.returncode, r.stdout) == (0, "hello from a component\nLANG=C\n"), r.stderr
+
+
+def test_component_import_refused(tmp_path):
+    """A component importing wasi:cli/environment@0.2.0 is refused when the manifest lacks it."""
+    m = write_manifest(tmp_path, "  wasi:cli/stdout: {}\n")
+    r = run(m, str(WASM / "greet.component.wasm"))
+    assert r.returncode == 2
+    assert "  wasi:cli/environment, needed by wasi:cli/environment@0.2.0\n" in r.stderr
+
+
+def test_check_wasm_without_running(tmp_path):
+    """`check MANIFEST --wasm MODULE` reports the same missing capability and exits 2; 0 when granted."""
+    bad = write_manifest(tmp_path, "  wasi:cli/stdout: {}\n")
+    r = subprocess.run([*SANDBOXER, "check", str(bad), "--wasm", str(WASM / "clock.wasm")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2
+    for cap in ("wasi:clocks/wall-clock", "wasi:clocks/monotonic-clock", "wasi:random/random"):
+        assert f"add under imports:  {cap}: {{}}" in r.stderr
+    r = subprocess.run([*SANDBOXER, "check", str(bad), "--wasm", str(WASM / "hello.wasm")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert (r.returncode, r.stdout) == (0, f"{bad}: ok (grants every import of {WASM / 'hello.wasm'})\n")
+
+
+@pytest.mark.parametrize("source", ["--from-wasm=greet.component.wasm", "--from-wit=wit/world.wit",
+                                    "--from-wasm=clock.wasm"])
+def test_init_output_passes_check_and_runs(tmp_path, source):
+    """`init` writes a skeleton that `check` accepts and under which the module runs."""
+    flag, _, rel = source.partition("=")
+    out = tmp_path / "init.yaml"
+    r = subprocess.run([*SANDBOXER, "init", flag, str(WASM / rel), "-o", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    module = WASM / ("greet.component.wasm" if "greet" in rel or "wit" in rel else rel)
+    r = subprocess.run([*SANDBOXER, "check", str(out), "--wasm", str(module)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    r = run(out, str(module))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("hello from a component\n" if "greet" in module.name else "time ")
+
+
+def test_init_refuses_to_overwrite(tmp_path):
+    """-o never overwrites an existing file."""
+    out = tmp_path / "x.yaml"
+    out.write_text("keep")
+    r = subprocess.run([*SANDBOXER, "init", "--from-wasm", str(WASM / "hello.wasm"), "-o", str(out)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert (r.returncode, out.read_text()) == (2, "keep")
+
+
+def test_second_run_uses_the_module_cache(tmp_path, dirs):
+    """The first run stores the compiled module under $XDG_CACHE_HOME/sandboxer/wasm; later runs load it."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    m = fs_manifest(tmp_path, dirs)
+    assert run(m, str(WASM / "hello.wasm"), env=env).stdout == "hello from wasm\n"
+    entries = list((tmp_path / "cache" / "sandboxer" / "wasm").glob("*/module.cwasm"))
+    assert len(entries) == 1
+    stamp = entries[0].stat().st_mtime_ns
+    assert run(m, str(WASM / "hello.wasm"), env=env).stdout == "hello from wasm\n"
+    assert entries[0].stat().st_mtime_ns == stamp
+
+
+def test_host_process_is_confined(tmp_path, dirs):
+    """Defence in depth: under the derived host plan the interpreter itself cannot read a file outside the grants."""
+    from sandboxer.runner import load_plan
+    from sandboxer.wasm import modcache
+    from sandboxer.wasm.host_plan import derive_host_plan
+
+    plan, _bpf, _ = load_plan(str(fs_manifest(tmp_path, dirs)))
+    package = str(REPO / "sandboxer")
+    host, bpf = derive_host_plan(plan, str(WASM / "hello.wasm"), None, package, modcache.wasmtime_dir())
+    probe = (f"import sys\ntry:\n open({str(dirs['root'] / 'secret.txt')!r})\nexcept PermissionError:\n sys.exit(13)\n"
+             f"print(open({str(dirs['ro'] / 'allowed.txt')!r}).read(), end='')")
+    code = subprocess.run([sys.executable, "-c",
+                           "import json,sys;from sandboxer.launch.run import launch,LaunchOptions;"
+                           "h=json.load(open(sys.argv[1]));sys.exit(launch(h,open(sys.argv[2],'rb').read(),"
+                           "[sys.argv[3],'-I','-S','-c',sys.argv[4]],LaunchOptions()))",
+                           str(_dump(tmp_path, host)), str(_dump_bytes(tmp_path, bpf)),
+                           os.path.realpath(sys.executable), probe], capture_output=True, text=True, cwd=REPO)
+    assert code.returncode == 13, code.stderr
+
+
+def _dump(tmp_path: Path, obj: dict) -> Path:
+    p = tmp_path / "host-plan.json"
+    p.write_text(json.dumps(obj))
+    return p
+
+
+def _dump_bytes(tmp_path: Path, data: bytes) -> Path:
+    p = tmp_path / "host.bpf"
+    p.write_bytes(data)
+    return p
