@@ -157,7 +157,8 @@ def main(argv: list[str]) -> int:
 
         opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=args.timeout,
                              best_effort=args.best_effort, stats=args.stats, audit=args.audit,
-                             dry_run=args.dry_run)
+                             dry_run=args.dry_run, manifest=args.source if manifest_sha else None,
+                             manifest_sha256=manifest_sha)
         return launch(plan, bpf, args.command, opts)
     except SandboxerError as e:
         sys.stderr.write(e.render() + "\n")

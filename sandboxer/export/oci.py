@@ -90,8 +90,12 @@ def export_oci(section: dict) -> dict:
             for r in rules:
                 entries.append({"names": [sc["name"]], "action": "SCMP_ACT_ALLOW",
                                 "args": [_arg(c) for c in r["when"]], "comment": r.get("why", "")})
-        elif all(r["action"] == "violation" for r in rules) and fallback == "allow":
+        elif len({r["action"] for r in rules}) == 1 and rules[0]["action"] != "allow" and fallback == "allow":
             entries += _allow_except(sc["name"], rules)
+            act = _action(rules[0]["action"], violation)
+            if act != default:  # the excluded values would fall to defaultAction: say theirs explicitly
+                entries += [{"names": [sc["name"]], **act, "args": [_arg(c) for c in r["when"]],
+                             "comment": r.get("why", "")} for r in rules]
         else:
             raise NotExpressible(f"{sc['name']}: mixed rule actions")
     out = [{"names": sorted(names), **dict(act)} for act, names in sorted(plain.items())]

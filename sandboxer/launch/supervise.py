@@ -15,7 +15,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Any, Callable
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -119,13 +119,6 @@ def _wait_readable(fd: int, deadline: float | None) -> bool:
             return False
 
 
-def _read_report(err_fd: int, deadline: float | None) -> bytes | None:
-    """The child's failure report, b"" when the pipe reached EOF (execve happened), None on timeout."""
-    if not _wait_readable(err_fd, deadline):
-        return None
-    return os.read(err_fd, 4096)
-
-
 def supervise(
     pid: int,
     err_fd: int,
@@ -133,26 +126,53 @@ def supervise(
     deadline: float | None,
     kill: Callable[[], None],
     started: float,
+    listener: Any = None,
+    serve: Callable[[Any], None] | None = None,
 ) -> Outcome:
-    """Wait for the exec report, then for the workload's end or the deadline; reap it; return how it ended.
+    """Wait for the exec report and the workload's end (or the deadline), serving seccomp notifications
+    meanwhile; reap it; return how it ended.
 
-    `kill` SIGKILLs everything in the sandbox (process group and cgroup leaf). The caller has
-    closed its copy of the pipe's write end.
+    One poll loop over three fds: the error pipe (a report, or EOF once execve happened), the
+    workload's pidfd (readable when it has exited; it stays unreaped until wait4 below) and, for a
+    supervised run, the seccomp `listener`, whose notifications `serve(listener)` answers. Serving
+    starts before the exec report because in complain mode the workload's own execve is notified.
+    `kill` SIGKILLs everything in the sandbox (process group and cgroup leaf). The caller has closed
+    its copy of the pipe's write end.
     """
     timed_out = False
-    report = _read_report(err_fd, deadline)
-    if report is None:
-        timed_out = True
-        kill()
-        report = b""
-    pidfd = os.pidfd_open(pid)  # Linux 5.3; readable once the child has exited (it stays unreaped)
+    report: bytes | None = None
+    pidfd = os.pidfd_open(pid)  # Linux 5.3
+    poller = select.poll()
+    poller.register(err_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    poller.register(pidfd, select.POLLIN)
+    lfd = -1
+    if listener is not None and serve is not None:
+        lfd = listener.fileno()
+        poller.register(lfd, select.POLLIN)
     try:
-        if not report and not timed_out and not _wait_readable(pidfd, deadline):
-            timed_out = True
-            kill()
-        _wait_readable(pidfd, None)
+        exited = False
+        while not exited:
+            events = poller.poll(_remaining(deadline))  # PEP 475: retried after forwarded signals
+            if not events:
+                if deadline is not None and time.monotonic() >= deadline:
+                    timed_out, deadline = True, None
+                    kill()  # then wait for the exit it causes
+                continue
+            for fd, ev in events:  # in registration order: the report before the exit
+                if fd == err_fd:
+                    report = os.read(err_fd, 4096)
+                    poller.unregister(err_fd)
+                elif fd == lfd:
+                    if ev & select.POLLIN:
+                        serve(listener)  # type: ignore[misc]
+                    else:  # POLLHUP: no task uses the filter any more
+                        poller.unregister(lfd)
+                elif fd == pidfd:
+                    exited = True
     finally:
         os.close(pidfd)
+    if report is None:
+        report = b"" if timed_out else os.read(err_fd, 4096)  # the child is gone: data or EOF, no wait
     if not report:
         # The sandbox ends with its workload: background processes it left in its group go too.
         signal_group(pid, signal.SIGKILL)

@@ -65,13 +65,15 @@ def compile_seccomp(policy: Policy, arch: str) -> dict:
 
 def _checked_calls(policy: Policy) -> dict[str, dict]:
     """Syscalls whose arguments decide: clone, socket, socketpair, ioctl, the send family, clone3."""
+    # Terminal injection is never granted: in complain mode too it stays refused (recorded, not run).
+    inject = "errno:EPERM" if policy.on_violation == "log" else "violation"
     out: dict[str, dict] = {
         "clone3": {"action": "errno:ENOSYS", "because": [RUNTIME],
                    "why": "clone3 flags live in memory seccomp cannot read: ENOSYS makes libc fall back to clone"},
         "ioctl": {"action": "allow", "because": [RUNTIME], "rules": [
-            {"when": [_cond(1, "eq", TIOCSTI)], "action": "violation",
+            {"when": [_cond(1, "eq", TIOCSTI)], "action": inject,
              "why": "TIOCSTI pushes input into the terminal (an escape to the outer shell)"},
-            {"when": [_cond(1, "eq", TIOCLINUX)], "action": "violation",
+            {"when": [_cond(1, "eq", TIOCLINUX)], "action": inject,
              "why": "TIOCLINUX can paste console selections into the terminal"},
         ]},
     }

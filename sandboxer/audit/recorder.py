@@ -1,0 +1,114 @@
+"""Audit, supervisor side: answer each seccomp notification as the plan would, and record it.
+
+For every notification: decode the call (paths and sockaddrs read from the workload's memory),
+check the notification id is still valid (so what was read belongs to the blocked thread), answer,
+then write the record. The answer is what the plan's own program returns for the call (emulated on
+the syscall number, arch and raw arguments, exactly as the kernel would have run it):
+
+    ERRNO n        answer -n                      record: action errno:NAME
+    KILL_*         SIGKILL the process            record: action kill (the run then exits 159)
+    LOG            continue (complain mode)       record: would_deny, action allow
+    ALLOW          continue (an observed call in complain mode): record each access Landlock
+                   would have refused (path + rights, or port), as mechanism "landlock"
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import _signal as signal
+
+from sandboxer.audit import notify
+from sandboxer.audit.decode import decode
+from sandboxer.audit.grants import FileGrants, PortGrants, would_deny
+from sandboxer.audit.suggest import violation
+from sandboxer.mechanisms.seccomp.emulator import run as run_filter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+_ACTION = 0xFFFF0000
+_ERRNO, _LOG, _ALLOW = 0x00050000, 0x7FFC0000, 0x7FFF0000
+_KILLS = (0x80000000, 0x00000000)  # KILL_PROCESS, KILL_THREAD
+_PATH_KEYS = ("path", "pathname", "filename", "oldpath")
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def _path(args: dict) -> str | None:
+    for key in _PATH_KEYS:
+        value = args.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+class Recorder:
+    """Serves one sandbox's seccomp listener: decides, answers, records."""
+
+    def __init__(self, plan: dict, program: bytes, emit: Callable[..., object], *, complain: bool) -> None:
+        self.program = program  # the plan's own filter: what the kernel would have done
+        self.emit = emit  # emit("violation", **fields)
+        self.complain = complain
+        section = plan.get("landlock") or {}
+        self.files = FileGrants(section) if complain and section.get("handled_fs") else None
+        self.ports = PortGrants(section) if complain and section.get("handled_net") else None
+        self.recorded = 0
+        self.killed = False  # a call the plan kills for was made: the run reports 159, as a seccomp kill
+
+    def serve(self, listener: notify.Listener) -> None:
+        """Receive one notification (the listener is readable), answer it, record what it was."""
+        n = listener.recv()
+        if n is None:
+            return  # the thread was killed meanwhile: nothing to answer
+        value, _ = run_filter(self.program, n.nr, n.arch, n.args, n.instruction_pointer)
+        action = value & _ACTION
+        call = decode(n, sock_info=notify.socket_info)
+        trusted = listener.id_valid(n.id)  # after the reads: they came from the blocked thread
+        if action == _ERRNO:
+            err = value & 0xFFFF
+            listener.respond(n.id, error=err)
+            self._record(n, call, trusted, f"errno:{_errno.errorcode.get(err, err)}", would_deny=False)
+        elif action in _KILLS:
+            self.killed = True
+            self._record(n, call, trusted, "kill", would_deny=False)
+            try:
+                os.kill(n.pid, signal.SIGKILL)  # a tid: the signal takes its whole thread group
+            except ProcessLookupError:
+                pass
+            listener.respond(n.id, error=_errno.EPERM)  # ENOENT once the kill landed: returns False
+        elif action == _LOG:
+            listener.respond(n.id, continue_=True)
+            self._record(n, call, trusted, "allow", would_deny=True)
+        elif action == _ALLOW:
+            listener.respond(n.id, continue_=True)
+            for miss in would_deny(call, self.files, self.ports) if trusted else ():
+                self._record_access(n, call, miss)
+        else:  # TRAP, TRACE, USER_NOTIF: the compiler never emits them; refuse rather than guess
+            listener.respond(n.id, error=_errno.EPERM)
+            self._record(n, call, trusted, "errno:EPERM", would_deny=False)
+
+    def _record(self, n: notify.Notification, call: dict, trusted: bool, action: str, *, would_deny: bool) -> None:
+        args = call["args"] if trusted else {"unverified": True}
+        fields = violation("seccomp", "seccomp-notify", action, pid=n.pid, exe=_exe(n.pid), syscall=call["name"],
+                           nr=call["nr"], args=args, path=_path(args) if trusted else None, would_deny=would_deny)
+        self.recorded += 1
+        self.emit("violation", **fields)
+
+    def _record_access(self, n: notify.Notification, call: dict, miss: dict) -> None:
+        args = dict(call["args"], syscall=call["name"])
+        if "port" in miss:
+            fields = violation("landlock", "observe", "allow", pid=n.pid, exe=_exe(n.pid), args=args,
+                               port=miss["port"], access=miss["rights"], would_deny=True)
+        else:
+            fields = violation("landlock", "observe", "allow", pid=n.pid, exe=_exe(n.pid), args=args,
+                               path=miss["path"], access=miss["rights"], would_deny=True,
+                               directory=any(r.startswith(("make_", "remove_")) for r in miss["rights"]))
+        self.recorded += 1
+        self.emit("violation", **fields)

@@ -1,0 +1,122 @@
+"""Audit, one supervised run: where records go, the notification recorder, and the launch/limit/exit records.
+
+The launcher (launch/run.py) creates a session when a run is supervised — `--audit SPEC` was given,
+or the plan is in complain mode (on-violation: log) — and calls it at fixed points: program() before
+fork, launch() once the child is started, recorder.serve() for each notification, finish() after
+the workload is reaped. Without --audit, a complain-mode run writes each would-be violation as one
+line on stderr instead of records.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from sandboxer.audit.filter import notify_program
+from sandboxer.audit.recorder import Recorder
+from sandboxer.audit.sink import AuditSink
+
+_SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
+             9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU",
+             25: "SIGXFSZ", 31: "SIGSYS"}
+
+
+def landlock_observability() -> tuple[bool, str]:
+    """Can Landlock denials be seen for this run? (Only through the kernel audit feed, never enabled by us.)"""
+    from sandboxer.audit.kernel_feed import audit_status
+
+    status = audit_status()
+    if status is None:
+        return False, ("the kernel audit status cannot be read here (needs root): Landlock denials are "
+                       "refused by the kernel but not recorded")
+    if not status.get("enabled"):
+        return False, ("kernel audit is disabled (auditctl -s: enabled 0): Landlock denials are refused by "
+                       "the kernel but not recorded; sandboxer never enables audit")
+    return False, ("kernel audit is enabled, but this version of sandboxer does not read Landlock records "
+                   "from it yet: Landlock denials are refused but not recorded")
+
+
+class AuditSession:
+    """The records of one supervised run."""
+
+    def __init__(self, spec: str | None, plan: dict, bpf: bytes) -> None:
+        self.sink = AuditSink.open(spec) if spec else None
+        self.complain = (plan.get("seccomp") or {}).get("violation") == "log"
+        self.recorder = Recorder(plan, bpf, self.emit, complain=self.complain)
+        self.lines = 0  # would-be violations written to stderr (complain mode without --audit)
+        self.limit_values: dict = {}  # limit name → the plan's value, for limit records
+
+    def emit(self, type_: str, **fields: object) -> None:
+        if self.sink is not None:
+            self.sink.emit(type_, **fields)
+        elif type_ == "violation":
+            from sandboxer.audit.summary import describe
+
+            rec = dict(fields, type=type_)
+            how = "would deny" if fields.get("would_deny") else str(fields.get("action"))
+            line = f"sandboxer: {how}: {fields.get('mechanism')} {describe(rec)}"
+            if fields.get("suggest"):
+                line += f"\n           allow it with: {fields['suggest']}"
+            elif fields.get("never"):
+                line += f"\n           never granted: {fields['never']}"
+            os.write(2, (line + "\n").encode(errors="replace"))
+            self.lines += 1
+
+    def program(self, plan: dict) -> bytes:
+        """The BPF program the workload gets: refusals (and complain-mode observations) notify us."""
+        return notify_program(plan["seccomp"], complain=self.complain)
+
+    def launch(self, *, manifest: str | None, sha256: str | None, argv: list[str], enforce: dict,
+               warnings: list[str]) -> None:
+        if self.sink is None:
+            return
+        u = os.uname()
+        self.sink.emit("launch", manifest={"path": manifest and os.path.abspath(manifest), "sha256": sha256},
+                       command=list(argv), supervisor_pid=os.getpid(),
+                       host={"kernel": u.release, "arch": u.machine},
+                       mode="complain" if self.complain else "enforce", enforce=enforce, warnings=list(warnings))
+
+    def finish(self, *, status: int, exit_code: int, duration: float, rusage: object, cgroup: dict | None,
+               limits: dict, timed_out: float | None) -> None:
+        """limit records (what the kernel stopped) and the exit record."""
+        if self.sink is not None:
+            self._limits(cgroup, limits, timed_out)
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            mem = (cgroup or {}).get("memory", {}).get("peak_bytes")
+            self.sink.emit(
+                "exit", code=code, signal=None if sig is None else _SIGNAMES.get(sig, f"SIG{sig}"),
+                exit_code=exit_code, duration_s=round(duration, 6),
+                cpu={"user_s": round(rusage.ru_utime, 6), "sys_s": round(rusage.ru_stime, 6)},  # type: ignore[attr-defined]
+                memory_peak_bytes=mem if mem is not None else rusage.ru_maxrss * 1024,  # type: ignore[attr-defined]
+                tasks=(cgroup or {}).get("pids", {}).get("peak"),
+                records={"violations": self.sink.counts.get("violation", 0)},
+            )
+        elif self.complain and self.lines:
+            sys.stderr.write(f"sandboxer: complain mode: {self.lines} would-be violation(s) above; "
+                             "`--audit FILE` records them, `sandboxer audit FILE --suggest` turns them into a manifest patch\n")
+
+    def _limits(self, cgroup: dict | None, limits: dict, timed_out: float | None) -> None:
+        assert self.sink is not None
+        if timed_out is not None:
+            self.sink.emit("limit", kind="wall_time", limit=timed_out, count=None,
+                           detail=f"the sandbox was killed after {timed_out:g} s")
+        if not cgroup:
+            return
+        mem, pids, cpu = cgroup.get("memory", {}), cgroup.get("pids", {}), cgroup.get("cpu", {})
+        if mem.get("oom_kills"):
+            self.sink.emit("limit", kind="oom_kill", limit=limits.get("memory"), count=mem["oom_kills"],
+                           detail=f"the kernel OOM-killed {mem['oom_kills']} process(es) at the memory limit")
+        elif mem.get("max_hits"):
+            self.sink.emit("limit", kind="memory_max", limit=limits.get("memory"), count=mem["max_hits"],
+                           detail="allocations hit the memory limit (reclaimed, no OOM kill)")
+        if pids.get("max_events"):
+            self.sink.emit("limit", kind="pids_max", limit=limits.get("pids"), count=pids["max_events"],
+                           detail=f"{pids['max_events']} fork/clone call(s) failed with EAGAIN at the pids limit")
+        if cpu.get("nr_throttled"):
+            self.sink.emit("limit", kind="cpu_throttled", limit=limits.get("cpu"), count=cpu["nr_throttled"],
+                           detail=f"throttled in {cpu['nr_throttled']} of {cpu.get('nr_periods')} periods")
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
