@@ -36,8 +36,9 @@ from sandboxer.mechanisms.seccomp.apply import SeccompProgramError, prepare_filt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Mapping
+    from typing import Any, Callable, Mapping
 
+    from sandboxer.audit.session import AuditSession
     from sandboxer.mechanisms.cgroups.apply import Leaf
     from sandboxer.mechanisms.cgroups.probe import Placement
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 # does not pay for them (see `python -X importtime -c "import sandboxer.launch.run"`).
 
 _leaf_counter = itertools.count(1)
+_NOTIFY_FLAGS = kernel.SECCOMP_FILTER_FLAG_NEW_LISTENER | kernel.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 
 
 class LaunchOptions:
@@ -57,8 +59,10 @@ class LaunchOptions:
         timeout: float | None = None,  # seconds; the shorter of this and the plan's wall_time_s applies
         best_effort: bool = False,  # every compat mechanism becomes best-effort (warn instead of refusing)
         stats: bool = False,  # print duration, CPU time and peak memory after the run
-        audit: str | None = None,  # audit sink (not used yet)
+        audit: str | None = None,  # --audit: where records go (a path, "-" for stderr, "fd:N")
         dry_run: bool = False,  # print what would be enforced on this host, start nothing
+        manifest: str | None = None,  # for the audit launch record: the manifest path...
+        manifest_sha256: str | None = None,  # ...and the sha256 of its content
     ) -> None:
         self.env_overrides: list[str] = [] if env_overrides is None else env_overrides
         self.keep_fds: list[int] = [] if keep_fds is None else keep_fds
@@ -67,6 +71,8 @@ class LaunchOptions:
         self.stats = stats
         self.audit = audit
         self.dry_run = dry_run
+        self.manifest = manifest
+        self.manifest_sha256 = manifest_sha256
 
 
 class Preparation:
@@ -87,6 +93,7 @@ class Preparation:
         deadline_s: float | None = None,
         warnings: list[str] | None = None,
         fds: list[int] | None = None,  # every fd opened here, closed by close()
+        session: AuditSession | None = None,  # a supervised run (audit records, complain mode)
     ) -> None:
         self.child = child
         self.command = command
@@ -101,6 +108,9 @@ class Preparation:
         self.deadline_s = deadline_s
         self.warnings: list[str] = [] if warnings is None else warnings
         self.fds: list[int] = [] if fds is None else fds
+        self.session = session
+        self.handoff_r = self.handoff_w = -1  # the parent's ends of the listener hand-over pipes
+        self.landlock_degradations: list[str] = []
 
     def close(self) -> None:
         for fd in self.fds:
@@ -198,6 +208,7 @@ def _landlock(plan: Mapping[str, Any], opts: LaunchOptions, prep: Preparation) -
         section, dropped = downgrade(section, host.abi)
         if dropped:
             prep.warnings.append(f"Landlock ABI {host.abi} cannot enforce: {', '.join(dropped)}")
+            prep.landlock_degradations = list(dropped)
     paths = list(section.get("paths", ()))
     while True:
         try:
@@ -255,13 +266,15 @@ def _cgroups(plan: Mapping[str, Any], opts: LaunchOptions, prep: Preparation) ->
         prep.fds.append(prep.v2_procs_fd)
 
 
-def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: LaunchOptions) -> Preparation:
+def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: LaunchOptions,
+            body: Callable[[], int] | None = None, session: AuditSession | None = None) -> Preparation:
     """Everything before fork: command, environment, Landlock ruleset, BPF, netns, rlimits, cgroup leaf, pipe."""
     if not argv:
         raise LaunchError("no command given", EXIT_USAGE)
     rootless = os.geteuid() != 0
     env = compute_environment(plan.get("environment") or {}, opts.env_overrides, os.environ)
-    command = resolve_command(argv[0], plan, env)
+    # With a body (run in the child in place of execve) argv[0] is not executed: nothing to resolve.
+    command = resolve_command(argv[0], plan, env) if body is None else ResolvedCommand(argv[0], argv[0])
     for fd in opts.keep_fds:
         try:
             os.fstat(fd)
@@ -278,10 +291,14 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
         uid=os.geteuid(),  # user_namespaces(7): an unprivileged map may only name the effective ids
         gid=os.getegid(),
         cap_last_cap=kernel.read_cap_last_cap(),
+        body=body,
     )
-    prep = Preparation(child, command, env)
+    prep = Preparation(child, command, env, session=session)
     try:
         child.netns_mode = _netns_mode(plan, opts, rootless, prep.warnings)
+        if session is not None and session.complain and child.netns_mode != "host":
+            child.netns_mode = "host"  # what the workload would connect to is what complain mode is for
+            prep.warnings.append("complain mode: the workload uses the host network, and its connections are recorded")
         # Emptying the bounding set needs CAP_SETPCAP: root has it, and so does a rootless child inside
         # its own user namespace. Without it, no_new_privs already stops execve from gaining capabilities.
         child.drop_bounding = not rootless or child.netns_mode != "host"
@@ -293,13 +310,18 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
             child.devnull_fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             prep.fds.append(child.devnull_fd)
         if bpf:
+            program, flags = bpf, 0
+            if session is not None:  # refusals notify the supervisor, which answers as `bpf` would
+                program, flags = session.program(plan), _NOTIFY_FLAGS
             try:
-                child.seccomp = prepare_filter(bpf)
+                child.seccomp = prepare_filter(program, flags)
             except SeccompProgramError as e:
                 raise LaunchError(str(e)) from None
-        # on_violation "log" compiles to SECCOMP_RET_LOG (the kernel logs, the call proceeds); recording
-        # each denial without auditd needs a user-notification listener in this parent (issue 5).
-        _landlock(plan, opts, prep)
+        if session is not None and session.complain:
+            # Landlock has no log-only mode: the supervisor observes file and port accesses instead.
+            prep.landlock_note = "not applied in complain mode: the supervisor observes file and port accesses"
+        else:
+            _landlock(plan, opts, prep)
         if prep.ruleset is not None:
             child.landlock_fd, child.landlock_flags = prep.ruleset.fd, prep.ruleset.restrict_flags
         limits = [t for t in (opts.timeout, plan.get("wall_time_s")) if t is not None]
@@ -308,7 +330,14 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
         if not opts.dry_run:
             prep.err_r, child.err_fd = os.pipe2(os.O_CLOEXEC)
             prep.fds += [prep.err_r, child.err_fd]
-        internal = [child.err_fd, child.landlock_fd, *child.cgroup_procs_fds, prep.v2_procs_fd]
+            if session is not None:
+                from sandboxer.audit.notify import child_handoff
+
+                prep.handoff_r, report_w = os.pipe2(os.O_CLOEXEC)
+                ack_r, prep.handoff_w = os.pipe2(os.O_CLOEXEC)
+                prep.fds += [prep.handoff_r, report_w, ack_r, prep.handoff_w]
+                child.handoff, child.handoff_fds = child_handoff, (report_w, ack_r)
+        internal = [child.err_fd, child.landlock_fd, *child.cgroup_procs_fds, prep.v2_procs_fd, *child.handoff_fds]
         child.close_ranges = sequence.fd_ranges_to_close([*child.keep_fds, *internal])
     except BaseException:
         prep.close()
@@ -446,25 +475,96 @@ def _print_stats(outcome: Outcome, leaf: Leaf | None) -> None:
     sys.stderr.write(line)
 
 
-def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions) -> int:
+def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
+           body: Callable[[], int] | None = None) -> int:
     """Run argv under `plan` and the compiled seccomp program `bpf`; the workload's exit code (128+n for signal n).
 
     Raises LaunchError (125 sandboxer, 126 not executable, 127 not found) when the workload
     could not be started; nothing is left running and the cgroup leaf is removed on every path.
     """
-    prep = prepare(plan, bpf, argv, opts)
+    session = None
+    if bpf and not opts.dry_run and (opts.audit or (plan.get("seccomp") or {}).get("violation") == "log"):
+        from sandboxer.audit.session import AuditSession  # a supervised run: --audit, or complain mode
+
+        session = AuditSession(opts.audit, plan, bpf)
     try:
-        for w in prep.warnings:
-            _warn(w)
-        if opts.dry_run:
-            sys.stdout.write(describe(prep, plan, argv) + "\n")
-            sys.stdout.flush()
-            return 0
-        return _run(prep, opts)
+        prep = prepare(plan, bpf, argv, opts, body=body, session=session)
+        try:
+            for w in prep.warnings:
+                _warn(w)
+            if opts.dry_run:
+                sys.stdout.write(describe(prep, plan, argv) + "\n")
+                sys.stdout.flush()
+                return 0
+            if session is not None:
+                session.limit_values = _limit_values(plan)
+                session.launch(manifest=opts.manifest, sha256=opts.manifest_sha256, argv=argv,
+                               enforce=_enforced(prep, plan), warnings=prep.warnings)
+            return _run(prep, opts)
+        finally:
+            prep.close()
+            if prep.leaf is not None:
+                _remove_leaf(prep.leaf)
     finally:
-        prep.close()
-        if prep.leaf is not None:
-            _remove_leaf(prep.leaf)
+        if session is not None:
+            session.close()
+
+
+def _enforced(prep: Preparation, plan: Mapping[str, Any]) -> dict:
+    """What each mechanism enforces on this host, for the audit launch record."""
+    c = prep.child
+    sec = plan.get("seccomp") or {}
+    observable = (False, "")
+    if prep.ruleset is not None:
+        from sandboxer.audit.session import landlock_observability
+
+        observable = landlock_observability()
+    placed = [p for p in prep.placement.limits if p.backend != "none"] if prep.placement else []
+    backends = {p.backend for p in placed}
+    values = _limit_values(plan)
+    return {
+        "seccomp": {"instructions": c.seccomp.instructions if c.seccomp else 0, "arch_guard": sec.get("arch", ""),
+                    "violation_action": sec.get("violation", ""), "notify": prep.session is not None},
+        "landlock": {"abi": prep.landlock_abi, "plan_abi": (plan.get("landlock") or {}).get("abi", 0),
+                     "enforced": prep.ruleset is not None, "degradations": prep.landlock_degradations,
+                     "observable": observable[0], "observable_note": observable[1] or prep.landlock_note},
+        "cgroups": {"version": "hybrid" if len(backends) > 1 else next(iter(backends), None),
+                    "limits": {p.limit: values.get(p.limit) for p in placed}},
+        "netns": c.netns_mode,
+        "rlimits": {_rlimit_name(r): [s, h] for r, s, h in c.rlimits},
+    }
+
+
+def _limit_values(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """limit name → its value as the plan states it (bytes, tasks, cores)."""
+    cg = plan.get("cgroups") or {}
+    cpu = cg.get("cpu") or {}
+    return {"memory": cg.get("memory_max"), "pids": cg.get("pids_max"),
+            "cpu": cpu["quota_us"] / cpu["period_us"] if cpu.get("period_us") else None}
+
+
+def _rlimit_name(res: int) -> str:
+    for n in sorted(dir(resource)):  # NOFILE before its alias OFILE
+        if n.startswith("RLIMIT_") and getattr(resource, n) == res:
+            return n[7:]
+    return str(res)
+
+
+def _take_listener(prep: Preparation, pid: int) -> tuple[Any, OSError | None]:
+    """The seccomp listener, copied out of the child before it execs (audit.notify.parent_handoff)."""
+    from sandboxer.audit.notify import HandoffError, parent_handoff
+
+    for fd in prep.child.handoff_fds:  # our copies of the child's ends: EOF, not a hang, if it dies
+        os.close(fd)
+        prep.fds.remove(fd)
+    try:
+        return parent_handoff(pid, prep.handoff_r, prep.handoff_w), None
+    except HandoffError as e:
+        return None, e  # closing the ack pipe below makes the child report and exit 125
+    finally:
+        for fd in (prep.handoff_r, prep.handoff_w):
+            os.close(fd)
+            prep.fds.remove(fd)
 
 
 def _run(prep: Preparation, opts: LaunchOptions) -> int:
@@ -491,6 +591,7 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
     gc.disable()  # no finalizer may run in the child between fork and exec
     pid = 0
     outcome: Outcome | None = None
+    session, listener, handoff_error = prep.session, None, None
     try:
         try:
             started = time.monotonic()
@@ -502,18 +603,44 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
                 gc.enable()
         os.close(prep.child.err_fd)
         prep.fds.remove(prep.child.err_fd)
+        if session is not None:
+            listener, handoff_error = _take_listener(prep, pid)
         forwarder.attach(pid)
         deadline = None if prep.deadline_s is None else started + prep.deadline_s
-        outcome = supervise(pid, prep.err_r, deadline=deadline, kill=kill_all, started=started)
+        outcome = supervise(pid, prep.err_r, deadline=deadline, kill=kill_all, started=started, listener=listener,
+                            serve=None if session is None else session.recorder.serve)
     finally:
         forwarder.restore()
         if pid > 0 and outcome is None:  # the parent failed while the child lived: leave nothing behind
             kill_all()
             os.waitpid(pid, 0)
+        if listener is not None:  # only now: the workload is gone (closing earlier would unblock it with ENOSYS)
+            listener.close()
     if outcome.report:
+        if handoff_error is not None and outcome.report.startswith(b"%d " % sequence.HANDOFF):
+            raise LaunchError(f"taking the seccomp listener from the child failed: {handoff_error}")
         raise failure_from_report(outcome.report, prep.command)
+    exit_code = outcome.exit_code
+    if session is not None and session.recorder.killed and exit_code == 128 + signal.SIGKILL:
+        exit_code = 128 + signal.SIGSYS  # the plan's `kill`, carried out by the supervisor: report it as seccomp would
+        sys.stderr.write("sandboxer: the workload was killed for a system call the plan refuses (on-violation: kill)\n")
     if outcome.timed_out:
         sys.stderr.write(f"sandboxer: wall time of {prep.deadline_s:g} s exceeded: the sandbox was killed\n")
     if opts.stats:
         _print_stats(outcome, leaf)
-    return outcome.exit_code
+    if session is not None:
+        _finish_audit(session, prep, outcome, exit_code)
+    return exit_code
+
+
+def _finish_audit(session: AuditSession, prep: Preparation, outcome: Outcome, exit_code: int) -> None:
+    cgroup = None
+    if prep.leaf is not None:
+        from sandboxer.mechanisms.cgroups.apply import CgroupError
+
+        try:
+            cgroup = prep.leaf.stats()
+        except (CgroupError, OSError):
+            pass
+    session.finish(status=outcome.status, exit_code=exit_code, duration=outcome.duration, rusage=outcome.rusage,
+                   cgroup=cgroup, limits=session.limit_values, timed_out=prep.deadline_s if outcome.timed_out else None)

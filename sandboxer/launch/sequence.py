@@ -21,11 +21,11 @@ from sandboxer.mechanisms.seccomp.apply import PreparedFilter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Callable, NoReturn
 
 # Step numbers (sent over the pipe) and the call each one is named after in error messages.
 SETSID, PDEATHSIG, SIGNALS, ENVIRONMENT, STDIO, CLOSE_FDS, CGROUP, NETNS, RLIMITS, CAPS, NO_NEW_PRIVS, \
-    LANDLOCK, SECCOMP, EXECVE = range(14)
+    LANDLOCK, SECCOMP, HANDOFF, EXECVE = range(15)
 STEP_CALLS = (
     "setsid()",
     "prctl(PR_SET_PDEATHSIG)",
@@ -40,6 +40,7 @@ STEP_CALLS = (
     "prctl(PR_SET_NO_NEW_PRIVS)",
     "landlock_restrict_self()",
     "seccomp(SECCOMP_SET_MODE_FILTER)",
+    "handing the seccomp listener to the supervisor",
     "execve()",
 )
 
@@ -50,7 +51,8 @@ class Prepared:
     __slots__ = (
         "parent_pid", "err_fd", "exe", "argv", "envp", "close_ranges", "keep_fds", "devnull_fd", "null_stdio",
         "cgroup_procs_fds", "netns_mode", "rootless", "uid", "gid", "rlimits", "cap_last_cap",
-        "drop_bounding", "landlock_fd", "landlock_flags", "seccomp",
+        "drop_bounding", "landlock_fd", "landlock_flags", "seccomp", "body",
+        "handoff", "handoff_fds",
     )
 
     def __init__(
@@ -75,6 +77,7 @@ class Prepared:
         landlock_fd: int = -1,
         landlock_flags: int = 0,
         seccomp: PreparedFilter | None = None,
+        body: Callable[[], int] | None = None,  # run in place of execve (the wasm host); returns the exit code
     ) -> None:
         self.parent_pid = parent_pid
         self.err_fd = err_fd
@@ -96,6 +99,11 @@ class Prepared:
         self.landlock_fd = landlock_fd
         self.landlock_flags = landlock_flags
         self.seccomp = seccomp
+        self.body = body
+        # A supervised run (audit, complain mode): the filter has a user-notification listener, which
+        # handoff(listener, *handoff_fds) gives to the parent before exec (audit.notify.child_handoff).
+        self.handoff: Callable[[int, int, int], None] | None = None
+        self.handoff_fds: tuple[int, int] = (-1, -1)  # (report write end, ack read end)
 
 
 def fd_ranges_to_close(keep: tuple[int, ...] | list[int] | set[int], first: int = 3) -> tuple[tuple[int, int], ...]:
@@ -136,6 +144,20 @@ def _report(p: Prepared, step: int, err: int, call: object) -> None:
         pass  # the parent is gone; nothing left to tell
 
 
+def _run_body(p: Prepared) -> NoReturn:
+    """In place of execve: close the report pipe (the parent reads EOF, as after a close-on-exec), run p.body, _exit.
+
+    The body returns the exit code; an exception in it is exit 125. It never unwinds into the caller.
+    """
+    code = 125
+    try:
+        os.close(p.err_fd)
+        code = int(p.body())
+    except BaseException:  # noqa: BLE001 - the body reports its own failures; anything else is 125
+        pass
+    os._exit(code)
+
+
 def run_child(p: Prepared) -> NoReturn:
     """The child's side of the launch, one line per step, in the order the design fixes; never returns."""
     step = SETSID
@@ -152,8 +174,9 @@ def run_child(p: Prepared) -> NoReturn:
         step = CAPS;         kernel.drop_capabilities(p.cap_last_cap, p.drop_bounding)
         step = NO_NEW_PRIVS; kernel.set_no_new_privs()
         step = LANDLOCK;     restrict_self(p.landlock_fd, p.landlock_flags) if p.landlock_fd >= 0 else None
-        step = SECCOMP;      p.seccomp.install() if p.seccomp is not None else None
-        step = EXECVE;       kernel.execve(p.exe, p.argv, envp)
+        step = SECCOMP;      listener = p.seccomp.install() if p.seccomp is not None else 0
+        step = HANDOFF;      p.handoff(listener, *p.handoff_fds) if p.handoff is not None else None
+        step = EXECVE;       _run_body(p) if p.body is not None else kernel.execve(p.exe, p.argv, envp)
     except OSError as e:
         _report(p, step, e.errno or 0, e.filename)
     except BaseException:  # noqa: BLE001 - anything at all must end in _exit, never unwind into the caller
