@@ -1,13 +1,19 @@
 """The wasmtime host: run one WASI module or component with exactly the plan's grants and limits.
 
-It runs as its own process (`python -I -S -B -c BOOTSTRAP SANDBOXER_DIR WASMTIME_DIR SPEC_JSON`), started by sandboxer.wasm.run
-through the native launcher, so the runtime itself sits under Landlock, seccomp, cgroups and the
-network namespace; or in-process (run_spec: benchmarks, and SANDBOXER_WASM_HOST=inprocess).
+It runs in the forked child of `sandboxer run`, without exec (sandboxer.wasm.run, docs/wasm.md): the
+parent imports wasmtime, builds the engine and loads the compiled module (prepare()); the native
+launcher forks, the child takes every confinement step a native workload takes (Landlock, seccomp,
+cgroup, netns, rlimits, no_new_privs), and then, where a native child would execve, calls
+run_body(), which instantiates and runs the module and returns the exit code for _exit. With
+SANDBOXER_WASM_HOST=inprocess, run_spec() runs in `sandboxer run` itself, unconfined (benchmarks).
 
-The spec (JSON, built by sandboxer.wasm.run.build_spec): path, kind ('module' | 'component'), argv,
+Nothing may be imported in the child after Landlock (the stdlib and site-packages are not granted):
+everything run_spec() touches is imported by prepare() in the parent.
+
+The spec (built by sandboxer.wasm.run.build_spec): path, kind ('module' | 'component'), argv,
 env {name: value}, preopens [{host, guest, write}], stdin/stdout/stderr, network, ip_name_lookup,
 memory_max (bytes of linear memory, or null), wall_time_s and deadline (an absolute CLOCK_MONOTONIC
-time, shared by every process on the host), cache_dir (or null), deny {p1 function: capability}.
+time), cache_dir (the module cache entry, or null; read by the parent only), deny {p1 function: capability}.
 
 Exit codes: the module's own (proc_exit, or wasi:cli/run's result: 0 ok, 1 error); 134 for a trap
 (as `wasmtime run` and a native abort()); 137 when a limit stopped it (as the native launcher's
@@ -16,10 +22,18 @@ SIGKILL for wall time and the OOM killer); 125 when the module could not be load
 
 from __future__ import annotations
 
-import json
+import _thread
 import os
 import sys
 import time
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from sandboxer.launch import libc
+from sandboxer.wasm.modcache import ENTRY_FILE, read_entry, runtime_version, store
+
+RUNTIME_VERSION = runtime_version(os.path.dirname(os.path.abspath(wasmtime.__file__)))  # part of the cache key
 
 EXIT_TRAP = 134  # 128 + SIGABRT
 EXIT_LIMIT = 137  # 128 + SIGKILL
@@ -30,7 +44,7 @@ WASM_PAGE = 65536
 
 def engine_settings(kind: str, epoch: bool) -> str:
     """The engine options a serialized module depends on (part of its cache key)."""
-    return f"kind={kind};epoch={int(epoch)};parallel=0"
+    return f"kind={kind};epoch={int(epoch)};parallel=0;cow=0"
 
 
 def _say(message: str) -> None:
@@ -44,33 +58,43 @@ class _Outcome:
         self.events: list[dict] = []  # limit records for the audit trail
 
 
-def make_engine(kind: str, epoch: bool):
-    import wasmtime
-
+def make_engine(kind: str, epoch: bool) -> wasmtime.Engine:
     cfg = wasmtime.Config()
-    cfg.parallel_compilation = False  # no compiler thread pool inside the sandbox (pids, clone)
+    # No compiler thread pool: the parent must be single-threaded when it forks the host (a thread
+    # that exists only in the parent is missing in the child), and the sandbox's pids/clone budget is
+    # for the runtime's own I/O threads.
+    cfg.parallel_compilation = False
+    # Linear memory is initialised by copying, not from a copy-on-write image: such an image is a
+    # memfd (or the .cwasm file) that wasmtime keeps open and maps at instantiation, and the child
+    # instantiates once, after closing the fds it was not granted.
+    cfg.memory_init_cow = False
     cfg.epoch_interruption = epoch
     if kind == "component":
         cfg.wasm_component_model = True
     return wasmtime.Engine(cfg)
 
 
-def load(engine, kind: str, path: str, cache_dir: str | None):
-    """The compiled module or component: from the cache entry when it is usable, else compiled (and stored)."""
-    from wasmtime import Module, WasmtimeError
-    from wasmtime.component import Component
+def _module_class(kind: str):
+    if kind == "component":
+        from wasmtime.component import Component  # only components pay for wasmtime.component (~6 ms)
 
-    from .modcache import ENTRY_FILE, store, usable
+        return Component
+    return wasmtime.Module
 
-    cls = Component if kind == "component" else Module
+
+def load(engine: wasmtime.Engine, kind: str, data: bytes, cache_dir: str | None):
+    """The compiled module or component: from the cache entry when it is usable, else compiled from `data` (and stored)."""
+    cls = _module_class(kind)
     cached = os.path.join(cache_dir, ENTRY_FILE) if cache_dir else None
-    if cached and usable(cached):
+    blob = read_entry(cached) if cached else None
+    if blob is not None:
+        # From bytes, not deserialize_file: a file-backed module keeps its fd open and maps from it
+        # later, and the launcher's child closes every fd it did not grant (close_range).
         try:
-            return cls.deserialize_file(engine, cached)
-        except WasmtimeError:
+            return cls.deserialize(engine, blob)
+        except wasmtime.WasmtimeError:
             pass  # written by another wasmtime build or engine config: compile again
-    with open(path, "rb") as f:
-        compiled = cls(engine, f.read())
+    compiled = cls(engine, data)
     if cached:
         try:
             store(cache_dir, bytes(compiled.serialize()))
@@ -79,10 +103,98 @@ def load(engine, kind: str, path: str, cache_dir: str | None):
     return compiled
 
 
-def wasi_config(spec: dict):
-    import wasmtime
-    from wasmtime import _ffi as ffi
+class Host:
+    """What does not change from run to run: engine, compiled module, linker (and for a module its InstancePre).
 
+    Built by the parent before fork (prepare()); the child, and the in-process path, only create a
+    store, set its WASI context and limits, instantiate and run (run_spec(), the warm step). Nothing
+    here runs guest code: an InstancePre only resolves and type-checks the imports.
+    """
+
+    def __init__(self, kind: str, engine: wasmtime.Engine, compiled, deny: dict | None = None) -> None:
+        self.kind = kind
+        self.engine = engine
+        self.compiled = compiled
+        self.pre = None
+        self.runner = None
+        if kind == "component":
+            from wasmtime import component as cm  # only components pay for wasmtime.component (~6 ms)
+
+            self.linker = cm.Linker(engine)
+            self.linker.add_wasip2()
+            self.runner = next((n for n in compiled.type.exports(engine) if n.startswith("wasi:cli/run@")), None)
+        else:
+            self.linker = wasmtime.Linker(engine)
+            self.linker.define_wasi()
+            if deny:
+                _deny_p1(self.linker, compiled, deny)
+            self.pre = self.linker.instantiate_pre(compiled)
+
+
+class Prepared:
+    """The host as the parent leaves it to the forked child: the Host, the spec, wasmtime's trap handlers."""
+
+    def __init__(self, spec: dict, host: Host) -> None:
+        self.spec = spec
+        self.host = host
+        self.trap_handlers = save_trap_handlers()
+
+    def run_body(self) -> int:
+        """The forked host child's body, after the launcher's last confinement step: run, and return the exit code."""
+        try:
+            restore_trap_handlers(self.trap_handlers)
+            return run_spec(self.spec, self.host)
+        except BaseException as e:  # noqa: BLE001 - the child must end in _exit with a code, never unwind
+            try:
+                _say(f"wasm host: {type(e).__name__}: {e}")
+            except BaseException:  # noqa: BLE001
+                pass
+            return EXIT_HOST
+
+
+def prepare(spec: dict, data: bytes) -> Prepared:
+    """Parent side, before fork: engine, compiled module (deserialized from the cache, or compiled and stored), linker.
+
+    Raises OSError or wasmtime.WasmtimeError when the module cannot be compiled or its imports not
+    resolved. Imports here everything run_spec() needs: the child imports nothing once Landlock
+    hides the stdlib.
+    """
+    kind = spec["kind"]
+    engine = make_engine(kind, spec.get("deadline") is not None)
+    compiled = load(engine, kind, data, spec.get("cache_dir"))
+    return Prepared(spec, Host(kind, engine, compiled, spec.get("deny")))
+
+
+# The signals wasmtime turns into traps (out-of-bounds access through the guard pages, ud2, integer
+# division): its handlers are installed once per process, when the parent creates the first engine.
+# The launcher's child resets every disposition to SIG_DFL (as it must for a native workload), so the
+# host body puts wasmtime's own handlers back, as they were in the parent, before running wasm.
+_TRAP_SIGNALS = (7, 4, 8, 11)  # SIGBUS, SIGILL, SIGFPE, SIGSEGV (x86_64 and aarch64)
+_SIGACTION_SIZE = 256  # >= glibc's struct sigaction (152 bytes on LP64); used opaquely, both ways
+
+
+_sigaction = libc.function("sigaction", libc.c_int, libc.c_int, libc.c_void_p, libc.c_void_p)
+
+
+def save_trap_handlers() -> list:
+    """The current struct sigaction of each trap signal (parent side, before fork)."""
+    saved = []
+    for sig in _TRAP_SIGNALS:
+        buf = libc.buffer(_SIGACTION_SIZE)
+        if _sigaction(sig, None, buf) != 0:
+            raise OSError(libc.get_errno(), f"sigaction({sig})")
+        saved.append((sig, buf))
+    return saved
+
+
+def restore_trap_handlers(saved: list) -> None:
+    """Install the saved handlers again (child side: rt_sigaction only, nothing opened or imported)."""
+    for sig, buf in saved:
+        if _sigaction(sig, buf, None) != 0:
+            raise OSError(libc.get_errno(), f"sigaction({sig})")
+
+
+def wasi_config(spec: dict) -> wasmtime.WasiConfig:
     w = wasmtime.WasiConfig()
     w.argv = list(spec["argv"])
     w.env = sorted(spec.get("env", {}).items())
@@ -104,8 +216,6 @@ def wasi_config(spec: dict):
 
 def _arm_deadline(engine, store, spec: dict, outcome: _Outcome) -> None:
     """Epoch interruption: one thread sleeps until the deadline, then bumps the epoch; the guest traps at its next check."""
-    import _thread
-
     store.set_epoch_deadline(1)
     deadline = spec["deadline"]
 
@@ -119,8 +229,7 @@ def _arm_deadline(engine, store, spec: dict, outcome: _Outcome) -> None:
 
 def _deny_p1(linker, module, deny: dict) -> None:
     """Best effort: ungranted preview 1 functions answer ENOTCAPABLE (or trap when they return nothing)."""
-    from wasmtime import FuncType, Trap, ValType
-
+    FuncType, Trap, ValType = wasmtime.FuncType, wasmtime.Trap, wasmtime.ValType
     linker.allow_shadowing = True
     for imp in module.imports:
         cap = deny.get(imp.name) if imp.module in ("wasi_snapshot_preview1", "wasi_unstable") else None
@@ -144,46 +253,30 @@ def _memory_bytes(store, instance) -> int | None:
         return None
 
 
-def run_spec(spec: dict, engine=None, compiled=None) -> int:
-    """Instantiate and run; returns the exit code and writes any sandboxer message on stderr."""
-    import wasmtime
-
-    kind, epoch = spec["kind"], spec.get("deadline") is not None
-    try:
-        engine = engine or make_engine(kind, epoch)
-        compiled = compiled or load(engine, kind, spec["path"], spec.get("cache_dir"))
-    except (OSError, wasmtime.WasmtimeError) as e:
-        _say(f"cannot load {spec['path']}: {str(e).splitlines()[0]}")
-        return EXIT_HOST
-    store = wasmtime.Store(engine)
+def run_spec(spec: dict, host: Host) -> int:
+    """Store, WASI context, limits, instantiate, run (the warm step); the exit code, any message on stderr."""
+    epoch = spec.get("deadline") is not None
+    store = wasmtime.Store(host.engine)
     if spec.get("memory_max") is not None:
         store.set_limits(memory_size=int(spec["memory_max"]))
     outcome = _Outcome()
     instance = None
     try:
         store.set_wasi(wasi_config(spec))
-        if kind == "component":
-            from wasmtime import component as cm
-
-            linker = cm.Linker(engine)
-            linker.add_wasip2()
-            runner = next((n for n in compiled.type.exports(engine) if n.startswith("wasi:cli/run@")), None)
-            if runner is None:
+        if host.kind == "component":
+            if host.runner is None:
                 _say(f"{spec['path']}: the component exports no wasi:cli/run (not a WASI command)")
                 return EXIT_HOST
             if epoch:
-                _arm_deadline(engine, store, spec, outcome)
-            instance = linker.instantiate(store, compiled)
-            func = instance.get_func(store, compiled.get_export_index("run", compiled.get_export_index(runner)))
+                _arm_deadline(host.engine, store, spec, outcome)
+            instance = host.linker.instantiate(store, host.compiled)
+            compiled = host.compiled
+            func = instance.get_func(store, compiled.get_export_index("run", compiled.get_export_index(host.runner)))
             result = func(store)
             return 0 if getattr(result, "tag", "ok") == "ok" else 1
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
-        if spec.get("deny"):
-            _deny_p1(linker, compiled, spec["deny"])
         if epoch:
-            _arm_deadline(engine, store, spec, outcome)
-        instance = linker.instantiate(store, compiled)
+            _arm_deadline(host.engine, store, spec, outcome)
+        instance = host.pre.instantiate(store)
         start = instance.exports(store).get("_start")
         if start is None:
             _say(f"{spec['path']}: the module exports no _start (not a WASI command)")
@@ -196,9 +289,10 @@ def run_spec(spec: dict, engine=None, compiled=None) -> int:
         return _trap(spec, store, instance, e, outcome)
     finally:
         sys.stdout.flush()
+        sys.stderr.flush()
 
 
-def _reason(e: Exception) -> str:
+def reason(e: Exception) -> str:
     """The trap's cause ("wasm `unreachable` instruction executed"), not wasmtime's backtrace header."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     if "Caused by:" in lines:
@@ -208,7 +302,7 @@ def _reason(e: Exception) -> str:
 
 
 def _trap(spec: dict, store, instance, e: Exception, outcome: _Outcome) -> int:
-    first = _reason(e)
+    first = reason(e)
     if outcome.timed_out:
         _say(f"wall time of {spec['wall_time_s']:g} s exceeded: the module was stopped (epoch deadline)")
         return EXIT_LIMIT
@@ -224,29 +318,3 @@ def _trap(spec: dict, store, instance, e: Exception, outcome: _Outcome) -> int:
         return EXIT_HOST
     _say(f"the module trapped: {first}")
     return EXIT_TRAP
-
-
-BOOTSTRAP = (
-    # Runs under `python -I -S -B`: no site-packages scan, no PYTHON* variables, no user site, no
-    # bytecode writes. The two packages are imported from their directories by file location
-    # (argv: SANDBOXER_DIR WASMTIME_DIR SPEC), so Landlock need not open the rest of site-packages,
-    # and the host runs the same sandboxer code as the launcher that started it.
-    "import sys,importlib.util as u\n"
-    "for n,p in (('sandboxer',sys.argv[1]),('wasmtime',sys.argv[2])):\n"
-    " s=u.spec_from_file_location(n,p+'/__init__.py',submodule_search_locations=[p])\n"
-    " m=u.module_from_spec(s);sys.modules[n]=m;s.loader.exec_module(m)\n"
-    "from sandboxer.wasm.host import main\n"
-    "sys.exit(main(sys.argv[3:]))"
-)
-
-
-def main(argv: list[str]) -> int:
-    try:
-        spec = json.loads(argv[0])
-    except (IndexError, ValueError) as e:
-        _say(f"wasm host: bad spec: {e}")
-        return EXIT_HOST
-    try:
-        return run_spec(spec)
-    except KeyboardInterrupt:
-        return 130

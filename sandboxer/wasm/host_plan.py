@@ -1,28 +1,30 @@
-"""The native plan the wasmtime host process runs under: the manifest's own plan plus what the runtime needs.
+"""The native plan the wasmtime host runs under: the manifest's own plan plus what the running runtime needs.
 
 Defence in depth: a bug in wasmtime (or in this package) must not hand over more than the manifest
-grants. So the host gets the manifest's Landlock rules (its preopens, its TCP ports), seccomp filter,
-cgroup limits, rlimits and network namespace, and only these additions, each with its reason:
+grants. The host is the forked child of `sandboxer run` and never executes anything: everything it
+runs (the interpreter, the stdlib, sandboxer, wasmtime and its shared library, the compiled module)
+was loaded or mapped by the parent before fork. So the host gets the manifest's Landlock rules (its
+preopens, its TCP ports), seccomp filter, cgroup limits, rlimits and network namespace, with only
+these changes, each with its reason:
 
-Landlock (read-only unless said):
-  - the interpreter's real file: execute (the exec itself) and its ELF loader: execute
-  - /usr/lib and /etc/ld.so.cache: the shared libraries (libc, libm, libffi for ctypes)
-  - the interpreter's prefix (stdlib, lib-dynload, libpython) and the venv's pyvenv.cfg
-  - the `sandboxer` and `wasmtime` package directories only (not all of site-packages: the
-    bootstrap imports both by file location, so nothing else there is listed or read)
-  - the module file itself
-  - the module's cache entry directory: read, write and create files (one entry, not the cache)
-seccomp (allowed in addition to the manifest's grants; Landlock still decides which paths):
-  - @file-read: opening the stdlib, the packages and the module
-  - @file-write: writing the compiled module into its cache entry (rename over the old one)
-  - @clock: the epoch thread sleeps until the wall-time deadline
-  - @random: CPython's hash seed and wasmtime's own randomness (getrandom)
-  - clone with CLONE_THREAD, never namespace flags: the epoch thread, and wasmtime-wasi's blocking
-    I/O pool (tokio's spawn_blocking: every filesystem call runs on a pool thread; 4 threads for a
-    small program that reads one file)
+Landlock: no additions. The child opens only what the module's preopens reach (the manifest's
+  rules); the compiled module is already mapped and the cache is written by the parent. wasmtime
+  opens nothing of its own once running (checked with `strace -f`: the only path lookups after
+  landlock_restrict_self are the guest's, under its preopens).
+seccomp (the manifest's filter, then):
+  - execve and execveat: refused (SECCOMP violation action), whatever the manifest grants. The host
+    has no reason to exec; a runtime bug that reaches execve gets EPERM (or the kill action).
+  - clone with CLONE_THREAD and no namespace flags: the epoch thread (wall-time deadline) and
+    wasmtime-wasi's blocking I/O pool (tokio's spawn_blocking: every filesystem call of the guest
+    runs on a pool thread). clone3 stays ENOSYS, so glibc falls back to clone, whose flags the
+    filter can read.
+  - @clock: the epoch thread sleeps until the deadline (clock_nanosleep); tokio's pool threads wait
+    with a timeout (futex, and clock_gettime outside the vDSO)
+  - @random: getrandom, for wasmtime's and tokio's hash seeds
 limits:
   - memory: the manifest's limit applies to the module's linear memory (store limits, in the host);
-    the host's cgroup gets that plus HOST_MEMORY_OVERHEAD for the interpreter, wasmtime and code
+    the host's cgroup gets that plus HOST_MEMORY_OVERHEAD for what the child writes of the
+    interpreter's and wasmtime's memory (copy-on-write pages) and the compiled code
   - pids: the manifest's limit + HOST_THREADS. A module cannot create processes or threads at all
     (no wasi-threads here), so pids bounds only the runtime's own threads, which it needs: when
     tokio cannot start a pool thread, the guest's filesystem call never returns
@@ -36,74 +38,18 @@ stdio is decided by the WASI configuration (ungranted streams are empty / discar
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
-import sys
 
 HOST = "sandboxer:wasm-host"
+HOST_PLAN_FORMAT = 2  # bump when derive_host_plan changes what it produces (the host-plan cache key)
 HOST_MEMORY_OVERHEAD = 128 * 1024 * 1024
 HOST_WALL_GRACE_S = 2.0
 HOST_THREADS = 32
-HOST_SECCOMP_GROUPS = ("@file-read", "@file-write", "@clock", "@random")
+HOST_SECCOMP_GROUPS = ("@clock", "@random")
+HOST_SECCOMP_REFUSED = ("execve", "execveat")
 CLONE_NEW_MASK = 0x7E020000  # = mechanisms.seccomp.compile.CLONE_NEW_MASK
 CLONE_THREAD = 0x00010000
-
-READ = ["read_file", "read_dir"]
-
-
-def _elf_interpreter(path: str) -> str | None:
-    """The PT_INTERP of an ELF file (the dynamic loader the kernel executes), or None."""
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only (x86_64, aarch64)
-                return None
-            phoff, = struct.unpack_from("<Q", head, 32)
-            phentsize, phnum = struct.unpack_from("<HH", head, 54)
-            f.seek(phoff)
-            table = f.read(phentsize * phnum)
-            for i in range(phnum):
-                p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
-                if p_type == 3:  # PT_INTERP
-                    f.seek(p_offset)
-                    return f.read(p_filesz).rstrip(b"\0").decode()
-    except (OSError, struct.error, UnicodeDecodeError):
-        return None
-    return None
-
-
-def interpreter() -> str:
-    return os.path.realpath(sys.executable)
-
-
-def host_paths(module: str, cache_entry: str | None, package_dir: str, wasmtime_dir: str) -> list[dict]:
-    """The Landlock rules the host adds (each with its reason); paths that do not exist are left out."""
-    exe = interpreter()
-    rules = [(exe, ["execute", "read_file"], "the Python interpreter that runs wasmtime")]
-    loader = _elf_interpreter(exe)
-    if loader:
-        rules.append((os.path.realpath(loader), ["execute", "read_file"], "the interpreter's ELF loader"))
-    rules += [
-        ("/usr/lib", READ, "shared libraries (libc, libm, libffi)"),
-        ("/etc/ld.so.cache", ["read_file"], "the loader's library index"),
-        (os.path.realpath(sys.base_prefix), READ, "the interpreter's standard library and libpython"),
-        (os.path.realpath(package_dir), READ, "the sandboxer package (the host's own code)"),
-        (os.path.realpath(wasmtime_dir), READ, "the wasmtime package and its shared library"),
-        (os.path.realpath(module), ["read_file"], "the module to run"),
-    ]
-    if sys.prefix != sys.base_prefix:
-        rules.append((os.path.join(os.path.realpath(sys.prefix), "pyvenv.cfg"), ["read_file"], "the venv's settings"))
-    if cache_entry:
-        rules.append((os.path.realpath(cache_entry),
-                      ["read_file", "read_dir", "write_file", "make_reg", "remove_file", "truncate"],
-                      "this module's compiled-code cache entry"))
-    out = []
-    for path, access, why in rules:
-        if os.path.exists(path):
-            out.append({"path": path, "access": sorted(access), "at": None, "because": [HOST], "why": why})
-    return out
 
 
 def _add_memory_overhead(cgroups: dict) -> None:
@@ -135,6 +81,9 @@ def _seccomp(section: dict) -> None:
             entries[name] = {"name": name, "nr": tbl.SYSCALLS[name], "action": "allow", "because": [HOST]}
         elif name in entries and entries[name].get("action") != "allow" and "rules" not in entries[name]:
             entries[name] = dict(entries[name], action="allow", because=[*entries[name]["because"], HOST])
+    for name in HOST_SECCOMP_REFUSED:
+        if name in tbl.SYSCALLS:
+            entries[name] = {"name": name, "nr": tbl.SYSCALLS[name], "action": "violation", "because": [HOST]}
     if "clone" not in entries:
         entries["clone"] = {"name": "clone", "nr": tbl.SYSCALLS["clone"], "action": "violation", "because": [HOST],
                             "rules": [{"when": [{"arg": 0, "op": "masked_eq", "value": CLONE_THREAD,
@@ -143,19 +92,45 @@ def _seccomp(section: dict) -> None:
     section["syscalls"] = sorted(entries.values(), key=lambda e: e["name"])
 
 
-def derive_host_plan(plan: dict, module: str, cache_entry: str | None, package_dir: str,
-                     wasmtime_dir: str) -> tuple[dict, bytes]:
-    """(host plan, its BPF program): the manifest's plan plus the additions listed in this module's docstring."""
+def cached_host_plan(plan: dict, use_cache: bool = True) -> tuple[dict, bytes]:
+    """derive_host_plan(plan), from the host-plan cache when it holds this plan's entry.
+
+    Deriving costs the seccomp group tables and the BPF assembler (~10 ms of imports), on every run;
+    the result depends only on the plan and this code, so it is kept next to the module cache, keyed
+    by the plan's bytes and sandboxer's version, and used under the module cache's rule (a regular
+    file owned by us, not group/other-writable). A cache that cannot be written only costs the time.
+    """
+    from .. import __version__
+    from . import modcache
+
+    blob = marshal.dumps(plan)
+    key = modcache.sha256_hex(f"{__version__}\0{HOST_PLAN_FORMAT}\0{marshal.version}\0".encode() + blob)[:32]
+    root = os.path.join(os.path.dirname(modcache.cache_root()), "wasm-host")
+    path = os.path.join(root, key)
+    if use_cache:
+        data = modcache.read_entry(path)
+        if data is not None:
+            try:
+                host, bpf = marshal.loads(data)
+                if isinstance(host, dict) and isinstance(bpf, bytes):
+                    return host, bpf
+            except (ValueError, EOFError, TypeError):
+                pass
+    host, bpf = derive_host_plan(plan)
+    if use_cache:
+        try:
+            os.makedirs(root, mode=0o700, exist_ok=True)
+            modcache.write_atomic(path, marshal.dumps((host, bpf)))
+        except OSError:
+            pass
+    return host, bpf
+
+
+def derive_host_plan(plan: dict) -> tuple[dict, bytes]:
+    """(host plan, its BPF program): the manifest's plan with the changes listed in this module's docstring."""
     from ..mechanisms.seccomp.bpf import assemble
 
-    host = json.loads(json.dumps(plan))  # a deep copy; the caller's (cached) plan stays untouched
-    landlock = host.get("landlock") or {}
-    if landlock.get("handled_fs"):
-        extra = host_paths(module, cache_entry, package_dir, wasmtime_dir)
-        handled = set(landlock["handled_fs"])
-        for rule in extra:
-            rule["access"] = [a for a in rule["access"] if a in handled]
-        landlock["paths"] = [*landlock.get("paths", []), *(r for r in extra if r["access"])]
+    host = marshal.loads(marshal.dumps(plan))  # a deep copy (plain data); the caller's (cached) plan stays untouched
     cgroups = host.get("cgroups") or {}
     _add_memory_overhead(cgroups)
     _add_threads(cgroups)

@@ -1,6 +1,7 @@
 """Compiled-module cache: wasmtime's serialized modules keyed by content sha256, runtime version and engine settings.
 
-Layout: $XDG_CACHE_HOME/sandboxer/wasm/<key>/module.cwasm (default ~/.cache). One directory per
+Layout: $XDG_CACHE_HOME/sandboxer/wasm/<key>/module.cwasm (default ~/.cache), and the derived host
+plans (sandboxer.wasm.host_plan) in $XDG_CACHE_HOME/sandboxer/wasm-host/<key>. One directory per
 entry so that the confined host process can be given write access to its own entry only (Landlock
 rules are path-beneath). A serialized module is native code that wasmtime maps and runs without
 validation, so the cache is private (0700) and an entry is used only when it is a regular file owned
@@ -9,9 +10,13 @@ by us and not writable by group or others.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
+
+try:  # the builtin module: hashlib would first load OpenSSL (~2.5 ms on every run)
+    from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - interpreters without the builtin
+    from hashlib import sha256 as _sha256
 
 ENTRY_FILE = "module.cwasm"
 
@@ -44,15 +49,15 @@ def runtime_version(package_dir: str | None = None) -> str:
 
 
 def entry_key(sha256: str, runtime: str, settings: str) -> str:
-    tag = hashlib.sha256(settings.encode()).hexdigest()[:12]
+    tag = _sha256(settings.encode()).hexdigest()[:12]
     return f"{sha256}-wasmtime{runtime}-{tag}"
 
 
-def prepare_entry(sha256: str, settings: str, root: str | None = None) -> str:
+def prepare_entry(sha256: str, settings: str, root: str | None = None, runtime: str | None = None) -> str:
     """The entry directory for this module (created 0700, parents too); raises OSError when impossible."""
     root = root or cache_root()
     os.makedirs(root, mode=0o700, exist_ok=True)
-    d = os.path.join(root, entry_key(sha256, runtime_version(), settings))
+    d = os.path.join(root, entry_key(sha256, runtime or runtime_version(), settings))
     os.makedirs(d, mode=0o700, exist_ok=True)
     return d
 
@@ -67,9 +72,35 @@ def usable(path: str) -> bool:
             and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and st.st_size > 0)
 
 
+def read_entry(path: str) -> bytes | None:
+    """The cache file's bytes when we may map them (usable(), checked on the open file), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+                and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and st.st_size > 0):
+            return None
+        chunks = []
+        while chunk := os.read(fd, max(st.st_size, 1 << 16)):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def store(entry_dir: str, data: bytes) -> None:
     """Write atomically (temporary name, then rename) so a concurrent reader never maps half a file."""
-    tmp = os.path.join(entry_dir, f".{ENTRY_FILE}.{os.getpid()}")
+    write_atomic(os.path.join(entry_dir, ENTRY_FILE), data)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write `data` to `path` (mode 0600) through a temporary name and a rename."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
@@ -77,11 +108,19 @@ def store(entry_dir: str, data: bytes) -> None:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
-    os.rename(tmp, os.path.join(entry_dir, ENTRY_FILE))
+    os.rename(tmp, path)
+
+
+def sha256_hex(data: bytes) -> str:
+    return _sha256(data).hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return _sha256(data).hexdigest()
 
 
 def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
+    h = _sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

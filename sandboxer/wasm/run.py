@@ -1,14 +1,15 @@
 """`sandboxer run MANIFEST -- module.wasm ARGS…`: check the module's imports, then run it in a confined wasmtime host.
 
-The parent (this module) never imports wasmtime: it reads the imports with a small binary reader,
-refuses a module that imports what the manifest does not grant, builds the host's spec and native
-plan, and hands both to the native launcher, which starts `python -I -S -B -c BOOTSTRAP` under
-Landlock, seccomp, cgroups and the network namespace.
+The imports are read first, with a small binary reader (no wasmtime): a module that imports what
+the manifest does not grant is refused before wasmtime is even imported. Then this process imports
+wasmtime (the one import the run pays for), builds the engine and loads the compiled module (from
+the cache, or compiled and stored), and hands the native launcher the host plan and a body: the
+launcher forks, the child takes every confinement step of a native workload and then, instead of
+execve, runs the module (sandboxer.wasm.host). No second interpreter, no second import of wasmtime.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -50,15 +51,20 @@ def granted(plan: dict) -> set[str]:
     return {g["capability"] for g in plan.get("grants", ())}
 
 
-def check_module(plan: dict, path: str, manifest: str) -> tuple[str, list[str], list]:
-    """(kind, import items, missing capabilities) for the module at `path` under `plan`."""
-    from .imports import WasmFormatError, check_imports, read_imports
-
+def read_module(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
+
+
+def check_module(plan: dict, path: str, manifest: str, data: bytes | None = None) -> tuple[str, list[str], list]:
+    """(kind, import items, missing capabilities) for the module at `path` (its bytes: `data`) under `plan`."""
+    from .imports import WasmFormatError, check_imports, read_imports
+
+    if data is None:
+        data = read_module(path)
     try:
         kind, items = read_imports(data)
     except WasmFormatError as e:
@@ -76,11 +82,9 @@ def wasi_preopens(plan: dict) -> list[dict]:
 
 
 def build_spec(plan: dict, path: str, kind: str, args, env: dict, cache_entry: str | None,
-               deny: dict[str, str]) -> dict:
+               deny: dict[str, str], wall: float | None) -> dict:
     wasi = plan.get("wasi") or {}
     sockets = wasi.get("sockets") or {}
-    walls = [t for t in (args.timeout, plan.get("wall_time_s")) if t is not None]
-    wall = min(walls) if walls else None
     return {
         "path": os.path.abspath(path),
         "kind": kind,
@@ -118,14 +122,29 @@ def run_wasm(plan: dict, bpf: bytes | None, args, manifest: str) -> int:
                 pass
 
 
+def _check_single_threaded() -> None:
+    """The host is forked from this process: a thread here (wasmtime's, say) would be missing in the child."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return  # no /proc: fork_into_cgroup and the tests still check it
+    if threads != 1:
+        raise SandboxerError(f"cannot fork the wasm host: this process has {threads} threads (wasmtime must not "
+                             "start any before the module runs)")
+
+
+def _dry_run_body() -> int:
+    return 0  # never called: --dry-run forks nothing
+
+
 def _run(plan: dict, args, manifest: str, sink) -> int:
-    from ..launch.run import LaunchOptions, compute_environment
+    from ..launch.run import LaunchOptions, compute_environment, launch
     from . import modcache
-    from .host import BOOTSTRAP, engine_settings
     from .imports import render_missing, snippet
 
     path = args.command[0]
-    kind, _items, missing = check_module(plan, path, manifest)
+    data = read_module(path)
+    kind, _items, missing = check_module(plan, path, manifest, data)
     for m in missing:
         _emit(sink, "violation", mechanism="wasi", capability=m.capability, imports=list(m.items),
               action="refused" if not args.best_effort else "warned",
@@ -144,33 +163,43 @@ def _run(plan: dict, args, manifest: str, sink) -> int:
         sys.stderr.write(f"sandboxer: warning: {what}: the module may use any port\n")
     env = compute_environment(plan.get("environment") or {}, args.env, os.environ)
     wall = min([t for t in (args.timeout, plan.get("wall_time_s")) if t is not None], default=None)
+    try:
+        from . import host  # imports wasmtime: the one import a wasm run pays for
+    except ImportError as e:
+        if e.name != "wasmtime":
+            raise
+        raise SandboxerError("the wasmtime package is not installed (pip install wasmtime==50.0.1)") from None
+
     cache_entry = None
     if not args.no_cache:
         try:
-            cache_entry = modcache.prepare_entry(modcache.sha256_file(path), engine_settings(kind, wall is not None))
+            cache_entry = modcache.prepare_entry(modcache.sha256_bytes(data), host.engine_settings(kind, wall is not None),
+                                                 runtime=host.RUNTIME_VERSION)
         except OSError as e:
             sys.stderr.write(f"sandboxer: warning: no compiled-module cache ({e}); compiling every run\n")
-    spec = build_spec(plan, path, kind, args, env, cache_entry, _deny_map(kind, missing))
+    spec = build_spec(plan, path, kind, args, env, cache_entry, _deny_map(kind, missing), wall)
+    if args.dry_run:
+        prepared = None
+    else:
+        try:
+            prepared = host.prepare(spec, data)
+        except (OSError, host.wasmtime.WasmtimeError) as e:  # not compilable, or an import wasmtime cannot link
+            sys.stderr.write(f"sandboxer: cannot load {path}: {host.reason(e)}\n")
+            return host.EXIT_HOST
     _emit(sink, "launch", runtime="wasmtime", module=os.path.abspath(path), kind=kind,
           host="inprocess" if inprocess else "confined")
     if inprocess:
-        from .host import run_spec
-
-        code = run_spec(spec)
+        code = 0 if prepared is None else host.run_spec(spec, prepared.host)
     else:
-        from ..launch.run import launch
-        from .host_plan import derive_host_plan
+        from .host_plan import cached_host_plan
 
-        wasmtime_dir = modcache.wasmtime_dir()
-        if wasmtime_dir is None:
-            raise SandboxerError("the wasmtime package is not installed (pip install wasmtime==50.0.1)")
-        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        host_plan, host_bpf = derive_host_plan(plan, path, cache_entry, package_dir, wasmtime_dir)
-        argv = [os.path.realpath(sys.executable), "-I", "-S", "-B", "-c", BOOTSTRAP, package_dir, wasmtime_dir,
-                json.dumps(spec)]
+        _check_single_threaded()
+        host_plan, host_bpf = cached_host_plan(plan, use_cache=not args.no_cache)
         opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=None,
                              best_effort=args.best_effort, stats=args.stats, audit=None, dry_run=args.dry_run)
-        code = launch(host_plan, host_bpf, argv, opts)
+        # The child's "workload" is the body; argv is what --dry-run and error messages show.
+        code = launch(host_plan, host_bpf, [spec["path"], *spec["argv"][1:]], opts,
+                      body=_dry_run_body if prepared is None else prepared.run_body)
     if code == 137:  # a limit stopped it: the deadline passed, or else linear memory hit the store limit
         if spec["deadline"] is not None and time.monotonic() >= spec["deadline"]:
             _emit(sink, "limit", kind="wall_time", limit=spec["wall_time_s"])

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -207,24 +208,92 @@ def test_second_run_uses_the_module_cache(tmp_path, dirs):
     assert entries[0].stat().st_mtime_ns == stamp
 
 
-def test_host_process_is_confined(tmp_path, dirs):
-    """Defence in depth: under the derived host plan the interpreter itself cannot read a file outside the grants."""
-    from sandboxer.runner import load_plan
-    from sandboxer.wasm import modcache
-    from sandboxer.wasm.host_plan import derive_host_plan
+def _launch_body(tmp_path: Path, dirs: dict[str, Path], body: str) -> subprocess.CompletedProcess:
+    """Run `body` (Python source defining body() -> int) as the launcher's body under the derived host plan.
 
-    plan, _bpf, _ = load_plan(str(fs_manifest(tmp_path, dirs)))
-    package = str(REPO / "sandboxer")
-    host, bpf = derive_host_plan(plan, str(WASM / "hello.wasm"), None, package, modcache.wasmtime_dir())
-    probe = (f"import sys\ntry:\n open({str(dirs['root'] / 'secret.txt')!r})\nexcept PermissionError:\n sys.exit(13)\n"
-             f"print(open({str(dirs['ro'] / 'allowed.txt')!r}).read(), end='')")
-    code = subprocess.run([sys.executable, "-c",
-                           "import json,sys;from sandboxer.launch.run import launch,LaunchOptions;"
-                           "h=json.load(open(sys.argv[1]));sys.exit(launch(h,open(sys.argv[2],'rb').read(),"
-                           "[sys.argv[3],'-I','-S','-c',sys.argv[4]],LaunchOptions()))",
-                           str(_dump(tmp_path, host)), str(_dump_bytes(tmp_path, bpf)),
-                           os.path.realpath(sys.executable), probe], capture_output=True, text=True, cwd=REPO)
-    assert code.returncode == 13, code.stderr
+    This is how sandboxer.wasm.run starts the wasmtime host: the native launcher forks, the child
+    takes every confinement step, then calls the body instead of execve.
+    """
+    script = (
+        "import sys\n"
+        "from sandboxer.runner import load_plan\n"
+        "from sandboxer.launch.run import launch, LaunchOptions\n"
+        "from sandboxer.wasm.host_plan import derive_host_plan\n"
+        "plan, _bpf, _ = load_plan(sys.argv[1])\n"
+        "host, bpf = derive_host_plan(plan)\n"
+        f"{body}\n"
+        "sys.exit(launch(host, bpf, [sys.argv[2]], LaunchOptions(), body=body))\n"
+    )
+    return subprocess.run([sys.executable, "-c", script, str(fs_manifest(tmp_path, dirs)), str(WASM / "hello.wasm")],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+def test_host_process_is_confined(tmp_path, dirs):
+    """Defence in depth: the forked host, after the launcher's steps, cannot read a file outside the grants."""
+    r = _launch_body(tmp_path, dirs, (
+        "import os\n"
+        "def body():\n"
+        f"    print(open({str(dirs['ro'] / 'allowed.txt')!r}).read(), end='', flush=True)\n"
+        "    try:\n"
+        f"        open({str(dirs['root'] / 'secret.txt')!r})\n"
+        "    except PermissionError:\n"
+        "        return 13\n"
+        "    return 0\n"))
+    assert (r.returncode, r.stdout) == (13, "allowed content\n"), r.stderr
+
+
+def test_host_cannot_execve(tmp_path, dirs):
+    """The host's seccomp filter refuses execve whatever the manifest grants (EPERM from seccomp, not Landlock's EACCES)."""
+    r = _launch_body(tmp_path, dirs, (
+        "import os, errno\n"
+        "def body():\n"
+        "    try:\n"
+        "        os.execv('/bin/sh', ['sh', '-c', 'exit 0'])\n"
+        "    except OSError as e:\n"
+        "        return 13 if e.errno == errno.EPERM else 14\n"
+        "    return 0\n"))
+    assert r.returncode == 13, r.stderr
+
+
+def test_host_child_is_confined_while_running(tmp_path, dirs):
+    """While a module runs, the host is a forked child of `sandboxer run` (same cmdline: no exec, no second
+    interpreter) with no_new_privs, a seccomp filter and no capabilities."""
+    m = fs_manifest(tmp_path, dirs, limits="{memory: 64Mi, wall-time: 20s}")
+    proc = subprocess.Popen([*SANDBOXER, "run", str(m), "--", str(WASM / "loop.wasm")], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        status = None
+        for _ in range(200):
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if children:
+                status = Path(f"/proc/{children[0]}/status").read_text()
+                cmdline = Path(f"/proc/{children[0]}/cmdline").read_bytes()
+                if "Seccomp:\t2" in status:
+                    break
+            time.sleep(0.05)
+        assert status is not None, "no host child appeared"
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        assert fields["NoNewPrivs"].strip() == "1"
+        assert fields["Seccomp"].strip() == "2" and int(fields.get("Seccomp_filters", "1")) >= 1
+        assert int(fields["CapEff"], 16) == 0
+        assert cmdline == Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_out_of_bounds_access_is_a_trap(tmp_path):
+    """wasmtime's trap handlers work in the forked host (the launcher resets every signal; the body restores them):
+    an out-of-bounds load is a clean trap (134), not a SIGSEGV."""
+    import wasmtime
+
+    module = tmp_path / "oob.wasm"
+    module.write_bytes(wasmtime.wat2wasm(
+        '(module (memory (export "memory") 1)'
+        ' (func (export "_start") (drop (i32.load (i32.const 0x7ffffff0)))))'))
+    r = run(write_manifest(tmp_path, "  wasi:cli/stderr: {}\n"), str(module))
+    assert r.returncode == 134, r.stderr
+    assert r.stderr.startswith("sandboxer: the module trapped: ") and "out of bounds" in r.stderr
 
 
 def _dump(tmp_path: Path, obj: dict) -> Path:

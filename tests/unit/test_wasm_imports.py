@@ -156,16 +156,26 @@ def test_host_plan_additions(tmp_path):
     m.write_text("sandboxer: 1\nname: t\ndescription: t\nimports:\n  wasi:cli/stdout: {}\n"
                  "limits: {memory: 64Mi, pids: 4, wall-time: 5s, address-space: 1Gi}\n")
     plan = compile_plan(load_policy(m), Target())
-    from sandboxer.wasm import modcache
-
-    host, bpf = host_plan.derive_host_plan(plan, str(WASM / "hello.wasm"), None, str(WASM), modcache.wasmtime_dir()
-                                           or str(WASM))
+    host, bpf = host_plan.derive_host_plan(plan)
     assert bpf and host["cgroups"]["memory_max"] == 64 * 2**20 + host_plan.HOST_MEMORY_OVERHEAD
     assert host["cgroups"]["pids_max"] == 4 + host_plan.HOST_THREADS
     assert "AS" not in host["rlimits"] and host["wall_time_s"] == 5 + host_plan.HOST_WALL_GRACE_S
-    added = [r for r in host["landlock"]["paths"] if r["because"] == [host_plan.HOST]]
-    assert {r["path"] for r in added} >= {str(WASM / "hello.wasm"), "/usr/lib"}
-    assert all("write_file" not in r["access"] for r in added)
-    clone = next(e for e in host["seccomp"]["syscalls"] if e["name"] == "clone")
-    assert clone["rules"][0]["when"][0]["value"] == host_plan.CLONE_THREAD
+    # The forked host executes nothing and imports nothing after Landlock: no path rule is added.
+    assert host["landlock"]["paths"] == plan["landlock"]["paths"]
+    syscalls = {e["name"]: e for e in host["seccomp"]["syscalls"]}
+    assert syscalls["clone"]["rules"][0]["when"][0]["value"] == host_plan.CLONE_THREAD
+    assert syscalls["execve"]["action"] == syscalls["execveat"]["action"] == "violation"
     assert plan["cgroups"]["memory_max"] == 64 * 2**20  # the caller's plan is untouched
+    assert {e["name"]: e["action"] for e in plan["seccomp"]["syscalls"]}["execve"] == "allow"
+
+
+def test_host_plan_cache(tmp_path, monkeypatch):
+    """The derived host plan is cached per plan: a second derivation reads it back, equal, without the assembler."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    m = tmp_path / "m.yaml"
+    m.write_text("sandboxer: 1\nname: t\ndescription: t\nimports:\n  wasi:cli/stdout: {}\n")
+    plan = compile_plan(load_policy(m), Target())
+    first = host_plan.cached_host_plan(plan)
+    assert first == host_plan.derive_host_plan(plan)
+    monkeypatch.setattr(host_plan, "derive_host_plan", lambda plan: pytest.fail("derived again"))
+    assert host_plan.cached_host_plan(plan) == first
