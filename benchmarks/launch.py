@@ -45,6 +45,7 @@ from sandboxer.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
 NO_LIMITS = "sandboxer run (cached, strict)"
+AUDIT = "sandboxer run --audit (supervised: PID namespace + init)"
 V1_LIMITS = "sandboxer run + memory+pids+cpu, v1 (child writes cgroup.procs)"
 V2_BASE = "v2 shim, no limits"
 V2_PLACEMENT = "v2 shim + limits: clone3 into unified leaf, no ctrl"
@@ -87,6 +88,9 @@ def commands(tmp: Path) -> dict[str, list[str]]:
         "python -c pass": [PY, "-c", "pass"],
         "python lower bound (fork+landlock+seccomp+exec)": [PY, "-c", LOWER_BOUND],
         NO_LIMITS: [*sandboxer, str(strict), "--", "/usr/bin/true"],
+        # A supervised run: seccomp listener handed to sandboxer, the workload under an init of its own
+        # PID namespace, launch and exit records (written to a file, appended).
+        AUDIT: [*sandboxer, str(strict), "--audit", str(tmp / "audit.jsonl"), "--", "/usr/bin/true"],
     }
     if os.geteuid() == 0:  # creating cgroups below our own needs root on these machines
         shim = [PY, "-c", V2_SHIM, "run"]
@@ -129,6 +133,8 @@ def main() -> None:
         print(f"sandboxer / firejail         = {ours / med['firejail --noprofile']:.2f}x   (target <= 0.5)")
     if "bwrap --ro-bind / / --unshare-all" in med:
         print(f"sandboxer / bwrap            = {ours / med['bwrap --ro-bind / / --unshare-all']:.2f}x")
+    print(f"supervised (--audit)         = {med[AUDIT] - ours:+.2f} ms over the same run unsupervised "
+          "(audit imports, records, listener hand-over, PID namespace and its init)")
     if V1_LIMITS in med:
         print(f"limits, v1 placement         = {med[V1_LIMITS] - ours:+.2f} ms over no limits "
               "(memory, pids, cpu leaves; the child's cgroup.procs write waits for an RCU grace period)")

@@ -1,4 +1,5 @@
-"""Launch stage: fork the workload's process directly into its cgroup2 leaf with clone3(CLONE_INTO_CGROUP).
+"""Launch stage: fork the sandbox's first process with clone3: into its cgroup2 leaf (CLONE_INTO_CGROUP), and
+for a supervised run as init of a new PID namespace (CLONE_NEWPID, with CLONE_NEWUSER when rootless).
 
 Writing a pid to cgroup.procs takes the cgroup_threadgroup_rwsem for writing, which waits for an RCU
 grace period (≈10 ms on a quiet machine); clone3 with CLONE_INTO_CGROUP (Linux 5.7) creates the child
@@ -18,8 +19,16 @@ The raw syscall bypasses glibc's fork(), so the child must stay on a narrow path
   import may dlopen and take loader locks; it is also slow). Exec soon.
 The call goes through a libc function pointer flagged like ctypes.PyDLL's (FUNCFLAG_PYTHONAPI), which
 keeps the GIL held across the syscall, so the child returns into Python already holding it, as after
-os.fork(). It is built on sandboxer.launch.libc (the C half of ctypes): `import ctypes` would add ~3 ms
-to every launch with limits, more than the whole clone3 placement costs.
+os.fork(). os.fork() from the child works (glibc's fork() writes its new child's thread id with
+CLONE_CHILD_SETTID and does not use the stale one): the init of a supervised run forks the workload so.
+
+CLONE_NEWPID (supervised runs, sandboxer.launch.sequence): the child is PID 1 of a new namespace, so
+getpid() is 1 there and getppid() 0; when it dies the kernel SIGKILLs every process of the namespace.
+Rootless, CLONE_NEWUSER comes in the same call (a PID namespace needs CAP_SYS_ADMIN in the user
+namespace that owns it): the child starts with no uid/gid mapping and writes its own maps.
+
+It is built on sandboxer.launch.libc (the C half of ctypes): `import ctypes` would add ~3 ms to every
+launch with limits, more than the whole clone3 placement costs.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ import sys
 
 from sandboxer.launch.libc import Structure, byref, c_long, c_size_t, c_uint64, c_void_p, get_errno, sizeof
 
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
 CLONE_INTO_CGROUP = 0x200000000
 _NR_CLONE3 = {"x86_64": 435, "aarch64": 435}  # asm-generic number, the same on both
 
@@ -87,13 +98,25 @@ def fork_into_cgroup(cgroup_fd: int | None) -> int:
     """
     if cgroup_fd is None:
         return os.fork()
+    return clone(0, cgroup_fd)
+
+
+def clone(flags: int, cgroup_fd: int | None = None) -> int:
+    """clone3 with `flags` (CLONE_NEWPID, CLONE_NEWUSER; CLONE_INTO_CGROUP is added for a `cgroup_fd`).
+
+    Returns 0 in the child and the child's pid in the parent, like os.fork(). When the kernel refuses
+    (EPERM: no right to create the namespace; ENOSPC: a namespace limit; EINVAL, ENOSYS: too old)
+    OSError is raised in the parent and no child exists.
+    """
     nr = _NR_CLONE3.get(os.uname().machine)
     if nr is None:
         raise OSError(errno.ENOSYS, f"clone3: syscall number unknown on {os.uname().machine}")
     threads = _thread_count()
     if threads != 1:
-        raise RuntimeError(f"fork_into_cgroup needs a single-threaded parent; this process has {threads} threads")
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=int(signal.SIGCHLD), cgroup=cgroup_fd)
+        raise RuntimeError(f"clone3 from Python needs a single-threaded parent; this process has {threads} threads")
+    if cgroup_fd is not None:
+        flags |= CLONE_INTO_CGROUP
+    args = _CloneArgs(flags=flags, exit_signal=int(signal.SIGCHLD), cgroup=0 if cgroup_fd is None else cgroup_fd)
     sys.audit("os.fork")
     _before_fork()
     pid = _syscall(nr, byref(args), sizeof(args))
@@ -103,5 +126,12 @@ def fork_into_cgroup(cgroup_fd: int | None) -> int:
     err = get_errno()
     _after_fork_parent()
     if pid < 0:
-        raise OSError(err, f"clone3(CLONE_INTO_CGROUP) failed: {errno.errorcode.get(err, err)}: {os.strerror(err)}")
+        raise OSError(err, f"clone3({flag_names(flags)}) failed: {errno.errorcode.get(err, err)}: {os.strerror(err)}")
     return pid
+
+
+def flag_names(flags: int) -> str:
+    """"CLONE_NEWPID|CLONE_INTO_CGROUP" for error messages."""
+    names = [n for n, f in (("CLONE_NEWUSER", CLONE_NEWUSER), ("CLONE_NEWPID", CLONE_NEWPID),
+                            ("CLONE_INTO_CGROUP", CLONE_INTO_CGROUP)) if flags & f]
+    return "|".join(names) or "0"

@@ -21,6 +21,7 @@ NR_CLOSE_RANGE = 436
 
 # prctl(2) options
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -134,11 +135,25 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return ret
 
 
-def set_pdeathsig(sig: int, parent_pid: int) -> None:
-    """Die with `sig` when the parent dies; if it is already gone (we were reparented), exit now."""
+def set_pdeathsig(sig: int, parent_pid: int, *, namespace_init: bool = False) -> None:
+    """Die with `sig` when the parent dies; if it is already gone (we were reparented), exit now.
+
+    As init of a new PID namespace (`namespace_init`) getppid() is 0 whoever the parent is: its
+    parent lives in an ancestor namespace. 0 is accepted there, so the "already gone" check cannot
+    see a parent that died before the prctl. That window is closed by the launch itself: a supervised
+    workload execs only after the supervisor acknowledged taking its seccomp listener, and the
+    hand-over fails (EPIPE or EOF) when the supervisor is gone; init then exits and the kernel kills
+    what is left in the namespace.
+    """
     prctl(PR_SET_PDEATHSIG, sig, call="prctl(PR_SET_PDEATHSIG)")
-    if os.getppid() != parent_pid:
+    ppid = os.getppid()
+    if ppid != parent_pid and not (namespace_init and ppid == 0):
         os._exit(125)  # the launcher died before the prctl took effect: nobody would supervise us
+
+
+def set_dumpable(on: bool) -> None:
+    """prctl(PR_SET_DUMPABLE): off, processes without CAP_SYS_PTRACE cannot ptrace us or open /proc/PID/mem."""
+    prctl(PR_SET_DUMPABLE, int(on), call="prctl(PR_SET_DUMPABLE)")
 
 
 def reset_signals() -> None:

@@ -110,6 +110,7 @@ class Preparation:
         self.fds: list[int] = [] if fds is None else fds
         self.session = session
         self.handoff_r = self.handoff_w = -1  # the parent's ends of the listener hand-over pipes
+        self.status_r = -1  # supervised run: read end of the pipe the namespace's init writes W's status on
         self.landlock_degradations: list[str] = []
 
     def close(self) -> None:
@@ -232,6 +233,14 @@ def _cgroups(plan: Mapping[str, Any], opts: LaunchOptions, prep: Preparation) ->
     section = {k: v for k, v in (plan.get("cgroups") or {}).items() if v not in (None, {}, [])}
     if not section:
         return
+    if prep.child is not None and prep.child.pidns and section.get("pids_max") is not None:
+        # The namespace's init is one more task in the leaf: the files get one more, so that limits.pids
+        # still counts the workload's tasks (messages and records keep the plan's number).
+        files = str(section["pids_max"] + 1)
+        if "pids.max" in (section.get("v2") or {}):
+            section["v2"] = dict(section["v2"], **{"pids.max": files})
+        if "pids" in (section.get("v1") or {}):
+            section["v1"] = dict(section["v1"], pids=dict(section["v1"]["pids"], **{"pids.max": files}))
     from sandboxer.mechanisms.cgroups.apply import CgroupError, create_leaf
     from sandboxer.mechanisms.cgroups.probe import plan_placement, probe_cgroups
 
@@ -294,6 +303,10 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
         body=body,
     )
     prep = Preparation(child, command, env, session=session)
+    # A supervised run: the workload runs under an init of its own PID namespace, so that all of it dies
+    # with the supervisor (sequence.py). Rootless, clone3 creates the user namespace that owns it.
+    child.pidns = session is not None
+    child.own_userns = child.pidns and rootless
     try:
         child.netns_mode = _netns_mode(plan, opts, rootless, prep.warnings)
         if session is not None and session.complain and child.netns_mode != "host":
@@ -301,7 +314,7 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
             prep.warnings.append("complain mode: the workload uses the host network, and its connections are recorded")
         # Emptying the bounding set needs CAP_SETPCAP: root has it, and so does a rootless child inside
         # its own user namespace. Without it, no_new_privs already stops execve from gaining capabilities.
-        child.drop_bounding = not rootless or child.netns_mode != "host"
+        child.drop_bounding = not rootless or child.netns_mode != "host" or child.own_userns
         child.rlimits = _rlimits(plan, rootless, prep.warnings)
         stdio = plan.get("stdio", {})
         child.null_stdio = tuple(fd for fd, name in enumerate(("stdin", "stdout", "stderr"))
@@ -337,7 +350,11 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
                 ack_r, prep.handoff_w = os.pipe2(os.O_CLOEXEC)
                 prep.fds += [prep.handoff_r, report_w, ack_r, prep.handoff_w]
                 child.handoff, child.handoff_fds = child_handoff, (report_w, ack_r)
-        internal = [child.err_fd, child.landlock_fd, *child.cgroup_procs_fds, prep.v2_procs_fd, *child.handoff_fds]
+            if child.pidns:
+                prep.status_r, child.status_fd = os.pipe2(os.O_CLOEXEC)
+                prep.fds += [prep.status_r, child.status_fd]
+        internal = [child.err_fd, child.landlock_fd, *child.cgroup_procs_fds, prep.v2_procs_fd, *child.handoff_fds,
+                    child.status_fd]
         child.close_ranges = sequence.fd_ranges_to_close([*child.keep_fds, *internal])
     except BaseException:
         prep.close()
@@ -360,6 +377,7 @@ _HINTS = {
     (sequence.NETNS, errno_mod.ENOSPC): "the namespace limit is reached (sysctl user.max_user_namespaces, "
     "user.max_net_namespaces)",
     (sequence.NETNS, errno_mod.EINVAL): "the kernel lacks CONFIG_USER_NS or CONFIG_NET_NS",
+    (sequence.PIDNS, errno_mod.EPERM): "the user namespace refused the uid/gid map (only one's own ids may be mapped)",
     (sequence.CAPS, errno_mod.EPERM): "the launcher lacks CAP_SETPCAP to empty the bounding set",
     (sequence.CLOSE_FDS, errno_mod.ENOSYS): "close_range() needs Linux 5.9",
     (sequence.EXECVE, errno_mod.ENOENT): "the file, its #! interpreter or its ELF loader does not exist",
@@ -448,28 +466,77 @@ def _remove_leaf(leaf: Leaf) -> None:
 
 def _fork(prep: Preparation) -> int:
     leaf = prep.leaf
-    if leaf is not None and leaf.v2_dir_fd is not None:
+    cgroup_fd = leaf.v2_dir_fd if leaf is not None else None
+    if prep.child.pidns:
+        return _clone_namespace_init(prep, cgroup_fd)
+    if cgroup_fd is not None:
         from sandboxer.launch.fork import fork_into_cgroup
 
         try:
-            return fork_into_cgroup(leaf.v2_dir_fd)
+            return fork_into_cgroup(cgroup_fd)
         except (OSError, RuntimeError):
             prep.child.cgroup_procs_fds += (prep.v2_procs_fd,)  # the child joins the v2 leaf itself
     return os.fork()
 
 
-def _print_stats(outcome: Outcome, leaf: Leaf | None) -> None:
+def _clone_namespace_init(prep: Preparation, cgroup_fd: int | None) -> int:
+    """A supervised run's child: clone3(CLONE_NEWPID [| CLONE_NEWUSER rootless] [| CLONE_INTO_CGROUP]).
+
+    Without CLONE_INTO_CGROUP when the cgroup refuses it (the child then joins the v2 leaf itself); a
+    refused namespace is a LaunchError: a supervised workload never runs without one.
+    """
+    from sandboxer.launch.fork import CLONE_NEWPID, CLONE_NEWUSER, clone, flag_names
+
+    flags = CLONE_NEWPID | (CLONE_NEWUSER if prep.child.own_userns else 0)
+    if cgroup_fd is not None:
+        try:
+            return clone(flags, cgroup_fd)
+        except (OSError, RuntimeError):
+            prep.child.cgroup_procs_fds += (prep.v2_procs_fd,)
+    try:
+        return clone(flags)
+    except (OSError, RuntimeError) as e:
+        err = e.errno if isinstance(e, OSError) else None
+        why = {
+            errno_mod.EPERM: "creating namespaces is not allowed here (for a rootless run: unprivileged user "
+                             "namespaces; sysctl kernel.unprivileged_userns_clone, kernel.apparmor_restrict_"
+                             "unprivileged_userns)",
+            errno_mod.ENOSPC: "the namespace limit is reached (sysctl user.max_pid_namespaces, "
+                              "user.max_user_namespaces)",
+            errno_mod.EUSERS: "too many nested user namespaces",
+            errno_mod.EINVAL: "the kernel lacks CONFIG_PID_NS or CONFIG_USER_NS",
+            errno_mod.ENOSYS: "clone3() needs Linux 5.3",
+        }.get(err or 0, "")
+        what = f"{errno_mod.errorcode.get(err, err)}: {os.strerror(err)}" if err else str(e)
+        raise LaunchError(
+            f"a supervised run (--audit, on-violation: log) starts the workload in its own PID namespace, so that "
+            f"it dies with the supervisor; clone3({flag_names(flags)}) failed: {what}"
+            + (f"\n  hint: {why}" if why else "")
+        ) from None
+
+
+def _leaf_stats(prep: Preparation) -> dict:
+    """The leaf's accounting; in a supervised run the tasks peak leaves out the namespace's init (not the workload's)."""
+    assert prep.leaf is not None
+    stats = prep.leaf.stats()
+    pids = stats.get("pids") or {}
+    if prep.child.pidns and pids.get("peak"):
+        pids["peak"] -= 1
+    return stats
+
+
+def _print_stats(outcome: Outcome, prep: Preparation) -> None:
     """--stats: one line from wait4's rusage, and with a cgroup leaf one line of its own accounting."""
     ru = outcome.rusage
     line = (
         f"sandboxer: stats: exit {outcome.exit_code}, wall {outcome.duration:.3f} s, "
         f"user {ru.ru_utime:.3f} s, sys {ru.ru_stime:.3f} s, max rss {ru.ru_maxrss} KiB\n"  # type: ignore[attr-defined]
     )
-    if leaf is not None:
+    if prep.leaf is not None:
         from sandboxer.mechanisms.cgroups.apply import CgroupError, stats_line
 
         try:
-            line += stats_line(leaf.stats()) + "\n"
+            line += stats_line(_leaf_stats(prep)) + "\n"
         except (CgroupError, OSError, KeyError) as e:
             line += f"sandboxer: stats: cgroup accounting unavailable: {e}\n"
     sys.stderr.write(line)
@@ -550,6 +617,26 @@ def _rlimit_name(res: int) -> str:
     return str(res)
 
 
+def _workload_pid(init: int, report_r: int) -> int:
+    """The pid (in our namespace) of the workload the namespace's init forked, once it reports its listener.
+
+    W is then blocked waiting for our ack, and init (which does nothing but wait) has no other child:
+    /proc/INIT/task/INIT/children names exactly W. When the report pipe says EOF instead (init or W
+    failed first) there is no W: init's pid is returned, and parent_handoff reads the EOF.
+    """
+    import select
+
+    poller = select.poll()
+    poller.register(report_r, select.POLLIN | select.POLLHUP | select.POLLERR)
+    poller.poll()  # PEP 475: retried after forwarded signals
+    try:
+        with open(f"/proc/{init}/task/{init}/children", "rb") as f:
+            kids = f.read().split()
+    except OSError:
+        kids = []
+    return int(kids[0]) if len(kids) == 1 else init
+
+
 def _take_listener(prep: Preparation, pid: int) -> tuple[Any, OSError | None]:
     """The seccomp listener, copied out of the child before it execs (audit.notify.parent_handoff)."""
     from sandboxer.audit.notify import HandoffError, parent_handoff
@@ -558,6 +645,8 @@ def _take_listener(prep: Preparation, pid: int) -> tuple[Any, OSError | None]:
         os.close(fd)
         prep.fds.remove(fd)
     try:
+        if prep.child.pidns:
+            pid = _workload_pid(pid, prep.handoff_r)
         return parent_handoff(pid, prep.handoff_r, prep.handoff_w), None
     except HandoffError as e:
         return None, e  # closing the ack pipe below makes the child report and exit 125
@@ -601,14 +690,16 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
         finally:
             if gc_was_enabled:
                 gc.enable()
-        os.close(prep.child.err_fd)
-        prep.fds.remove(prep.child.err_fd)
+        for fd in (prep.child.err_fd, prep.child.status_fd):  # our copies of the child's write ends
+            if fd >= 0:
+                os.close(fd)
+                prep.fds.remove(fd)
         if session is not None:
             listener, handoff_error = _take_listener(prep, pid)
         forwarder.attach(pid)
         deadline = None if prep.deadline_s is None else started + prep.deadline_s
         outcome = supervise(pid, prep.err_r, deadline=deadline, kill=kill_all, started=started, listener=listener,
-                            serve=None if session is None else session.recorder.serve)
+                            serve=None if session is None else session.recorder.serve, status_fd=prep.status_r)
     finally:
         forwarder.restore()
         if pid > 0 and outcome is None:  # the parent failed while the child lived: leave nothing behind
@@ -627,7 +718,7 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
     if outcome.timed_out:
         sys.stderr.write(f"sandboxer: wall time of {prep.deadline_s:g} s exceeded: the sandbox was killed\n")
     if opts.stats:
-        _print_stats(outcome, leaf)
+        _print_stats(outcome, prep)
     if session is not None:
         _finish_audit(session, prep, outcome, exit_code)
     return exit_code
@@ -639,7 +730,7 @@ def _finish_audit(session: AuditSession, prep: Preparation, outcome: Outcome, ex
         from sandboxer.mechanisms.cgroups.apply import CgroupError
 
         try:
-            cgroup = prep.leaf.stats()
+            cgroup = _leaf_stats(prep)
         except (CgroupError, OSError):
             pass
     session.finish(status=outcome.status, exit_code=exit_code, duration=outcome.duration, rusage=outcome.rusage,

@@ -4,6 +4,24 @@ Everything run_child() touches was prepared by the parent (paths opened, rules a
 program copied into C memory, argv and envp built as C arrays): the child imports nothing, opens
 nothing but /proc/self files, and reports a failure as "step errno call" on a close-on-exec pipe
 before _exit(125). EOF on that pipe tells the parent the execve happened.
+
+A supervised run (audit, complain mode: the seccomp filter has a listener the parent serves) splits
+the child in two at INIT_FORK, so that the whole sandbox dies with its supervisor:
+- C, started by clone3(CLONE_NEWPID) (launch.fork.clone), is PID 1 of the sandbox's PID namespace. It
+  runs every step up to and including Landlock, forks the workload W, and stays as a minimal init
+  (_serve_as_init): it reaps every process (orphans are reparented to it), and when W exits it
+  writes W's raw wait status (4 bytes, little-endian; then the peak RSS in KiB of what it reaped,
+  8 bytes) on the status pipe and exits. PR_SET_PDEATHSIG kills C when the supervisor dies, and when
+  a namespace's init dies the kernel SIGKILLs every other process in it: the workload and everything
+  it started, whatever process group or session.
+- W (pid 2 in the namespace: the workload sees getpid() == 2 and getppid() == 1) installs seccomp,
+  hands the listener over, execs.
+C keeps the default disposition for every signal and installs no handler: as a namespace's init it
+then receives no signal at all except SIGKILL/SIGSTOP from the supervisor's namespace, so a
+forwarded SIGTERM to the process group reaches W (and its group) and not C, and nothing inside the
+sandbox can signal C. C is not under the seccomp filter, so it makes itself non-dumpable: without
+CAP_SYS_PTRACE (dropped at CAPS) nothing in the sandbox can ptrace it or open its /proc/PID/mem.
+/proc is the host's: the workload's /proc/self is right, but /proc/<getpid()> names another process.
 """
 
 # ruff: noqa: E702 - run_child() keeps each step on one line so the order reads top to bottom
@@ -16,7 +34,7 @@ import _signal as signal  # the C module: `import signal` would load enum (~5 ms
 
 from sandboxer.launch import kernel
 from sandboxer.mechanisms.landlock.apply import restrict_self
-from sandboxer.mechanisms.netns.apply import enter_netns
+from sandboxer.mechanisms.netns.apply import enter_netns, map_own_ids
 from sandboxer.mechanisms.seccomp.apply import PreparedFilter
 
 TYPE_CHECKING = False
@@ -24,8 +42,8 @@ if TYPE_CHECKING:
     from typing import Callable, NoReturn
 
 # Step numbers (sent over the pipe) and the call each one is named after in error messages.
-SETSID, PDEATHSIG, SIGNALS, ENVIRONMENT, STDIO, CLOSE_FDS, CGROUP, NETNS, RLIMITS, CAPS, NO_NEW_PRIVS, \
-    LANDLOCK, SECCOMP, HANDOFF, EXECVE = range(15)
+SETSID, PDEATHSIG, SIGNALS, ENVIRONMENT, STDIO, CLOSE_FDS, CGROUP, PIDNS, NETNS, RLIMITS, CAPS, NO_NEW_PRIVS, \
+    LANDLOCK, INIT_FORK, SECCOMP, HANDOFF, EXECVE = range(17)
 STEP_CALLS = (
     "setsid()",
     "prctl(PR_SET_PDEATHSIG)",
@@ -34,11 +52,13 @@ STEP_CALLS = (
     "dup2(/dev/null) over ungranted stdio",
     "close_range()",
     "joining the cgroup leaf (write cgroup.procs)",
+    "mapping the uid and gid in the PID namespace's user namespace (uid_map, gid_map)",
     "entering the network namespace",
     "setrlimit()",
     "dropping capabilities",
     "prctl(PR_SET_NO_NEW_PRIVS)",
     "landlock_restrict_self()",
+    "fork() of the workload by the PID namespace's init",
     "seccomp(SECCOMP_SET_MODE_FILTER)",
     "handing the seccomp listener to the supervisor",
     "execve()",
@@ -52,7 +72,7 @@ class Prepared:
         "parent_pid", "err_fd", "exe", "argv", "envp", "close_ranges", "keep_fds", "devnull_fd", "null_stdio",
         "cgroup_procs_fds", "netns_mode", "rootless", "uid", "gid", "rlimits", "cap_last_cap",
         "drop_bounding", "landlock_fd", "landlock_flags", "seccomp", "body",
-        "handoff", "handoff_fds",
+        "handoff", "handoff_fds", "pidns", "own_userns", "status_fd",
     )
 
     def __init__(
@@ -104,6 +124,12 @@ class Prepared:
         # handoff(listener, *handoff_fds) gives to the parent before exec (audit.notify.child_handoff).
         self.handoff: Callable[[int, int, int], None] | None = None
         self.handoff_fds: tuple[int, int] = (-1, -1)  # (report write end, ack read end)
+        # A supervised run: this process is init of a new PID namespace (clone3 CLONE_NEWPID) and forks
+        # the workload at INIT_FORK; rootless, clone3 also made its user namespace (own_userns), whose
+        # maps PIDNS writes. status_fd: write end of the pipe for the workload's wait status.
+        self.pidns = False
+        self.own_userns = False
+        self.status_fd = -1
 
 
 def fd_ranges_to_close(keep: tuple[int, ...] | list[int] | set[int], first: int = 3) -> tuple[tuple[int, int], ...]:
@@ -158,22 +184,60 @@ def _run_body(p: Prepared) -> NoReturn:
     os._exit(code)
 
 
+def _fork_workload(p: Prepared) -> None:
+    """INIT_FORK: fork the workload W, which returns to run the remaining steps; this process (init) never returns."""
+    workload = os.fork()
+    if workload == 0:
+        os.close(p.status_fd)  # only init reports W's status; W could forge it otherwise (the wasm body never execs)
+        return
+    _serve_as_init(p, workload)
+
+
+def _serve_as_init(p: Prepared, workload: int) -> NoReturn:
+    """PID 1 of the sandbox: reap every child until W ends, write W's wait status, exit (the kernel kills the rest).
+
+    Every fd but the status pipe is closed first: the error and hand-over pipes must read EOF when W
+    dies (init outlives it briefly), and init must not keep the workload's stdio open.
+    """
+    code = 125
+    try:
+        kernel.set_dumpable(False)
+        if p.status_fd > 0:
+            kernel.close_range(0, p.status_fd - 1)
+        kernel.close_range(p.status_fd + 1, 0xFFFFFFFF)
+        while True:
+            pid, status = os.waitpid(-1, 0)  # orphans of the namespace come here too; EINTR is retried
+            if pid == workload:
+                break
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code  # what our own status says if the pipe is lost
+        # With the status, the peak RSS of what init reaped (W, its descendants, orphans): wait4(init)'s
+        # own ru_maxrss would be init's, a whole copy of the launcher's interpreter.
+        maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        os.write(p.status_fd, status.to_bytes(4, "little") + maxrss.to_bytes(8, "little"))
+    except BaseException:  # noqa: BLE001 - init must end in _exit (and so end the namespace), never unwind
+        pass
+    os._exit(code & 0xFF)
+
+
 def run_child(p: Prepared) -> NoReturn:
     """The child's side of the launch, one line per step, in the order the design fixes; never returns."""
     step = SETSID
     try:
         step = SETSID;       os.setsid()
-        step = PDEATHSIG;    kernel.set_pdeathsig(signal.SIGKILL, p.parent_pid)
+        step = PDEATHSIG;    kernel.set_pdeathsig(signal.SIGKILL, p.parent_pid, namespace_init=p.pidns)
         step = SIGNALS;      kernel.reset_signals()
         step = ENVIRONMENT;  envp = p.envp  # built by the parent: granted variables + --env
         step = STDIO;        [os.dup2(p.devnull_fd, fd) for fd in p.null_stdio]
         step = CLOSE_FDS;    _close_fds(p)
         step = CGROUP;       _join_cgroup(p)
-        step = NETNS;        enter_netns(p.netns_mode, rootless=p.rootless, uid=p.uid, gid=p.gid)
+        step = PIDNS;        map_own_ids(p.uid, p.gid) if p.own_userns else None  # root: nothing to map
+        step = NETNS;        enter_netns(p.netns_mode, p.rootless, p.uid, p.gid, own_userns=p.own_userns)
         step = RLIMITS;      _set_rlimits(p)
         step = CAPS;         kernel.drop_capabilities(p.cap_last_cap, p.drop_bounding)
         step = NO_NEW_PRIVS; kernel.set_no_new_privs()
         step = LANDLOCK;     restrict_self(p.landlock_fd, p.landlock_flags) if p.landlock_fd >= 0 else None
+        step = INIT_FORK;    _fork_workload(p) if p.pidns else None  # only the workload returns from it
         step = SECCOMP;      listener = p.seccomp.install() if p.seccomp is not None else 0
         step = HANDOFF;      p.handoff(listener, *p.handoff_fds) if p.handoff is not None else None
         step = EXECVE;       _run_body(p) if p.body is not None else kernel.execve(p.exe, p.argv, envp)

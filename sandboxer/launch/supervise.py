@@ -4,11 +4,18 @@ The workload runs in its own session (setsid), so its process group id is its pi
 forwarded to that group, and the wall-time kill and the final clean-up take the whole group (and
 the cgroup leaf, through the `kill` callback). The leader is reaped last: while it is a zombie its
 pid cannot be reused, so killpg(pid) can never hit an unrelated group.
+
+In a supervised run `pid` is the init of the sandbox's PID namespace (launch/sequence.py), which
+forked the workload: the same group and pidfd logic applies to it (the workload is in its group, and
+when init exits every process of the namespace is already dead). The workload's own wait status
+comes on the status pipe init writes; wait4(init) gives the rusage (init reaped the workload and
+every orphan, and the kernel reaped the rest, so it covers them all).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import select
 import _signal as signal  # the C module: `import signal` would load enum (~5 ms a launch)
 import time
@@ -128,6 +135,7 @@ def supervise(
     started: float,
     listener: Any = None,
     serve: Callable[[Any], None] | None = None,
+    status_fd: int = -1,
 ) -> Outcome:
     """Wait for the exec report and the workload's end (or the deadline), serving seccomp notifications
     meanwhile; reap it; return how it ended.
@@ -138,6 +146,10 @@ def supervise(
     starts before the exec report because in complain mode the workload's own execve is notified.
     `kill` SIGKILLs everything in the sandbox (process group and cgroup leaf). The caller has closed
     its copy of the pipe's write end.
+
+    `status_fd` (supervised run): the read end of the status pipe of the namespace's init (`pid`); the
+    workload's wait status read from it replaces init's own, which stays the answer when init died
+    without writing it (SIGKILLed by the wall-time kill, say), and so does the peak RSS init reports.
     """
     timed_out = False
     report: bytes | None = None
@@ -177,4 +189,12 @@ def supervise(
         # The sandbox ends with its workload: background processes it left in its group go too.
         signal_group(pid, signal.SIGKILL)
     _, status, rusage = os.wait4(pid, 0)
+    if status_fd >= 0:
+        data = os.read(status_fd, 12)  # init is gone and we closed our write end: data or EOF, no wait
+        if len(data) == 12:
+            status = int.from_bytes(data[:4], "little")
+            # init's own peak RSS (a copy of the launcher) is not the workload's: take the peak of what it reaped
+            fields = list(rusage)
+            fields[2] = int.from_bytes(data[4:], "little")  # ru_maxrss
+            rusage = resource.struct_rusage(fields)
     return Outcome(status, rusage, report, timed_out, time.monotonic() - started)

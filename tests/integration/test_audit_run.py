@@ -200,17 +200,35 @@ def test_kill_mode_records_the_call_and_exits_159(tmp_path):
     assert records[-1]["signal"] == "SIGKILL" and records[-1]["exit_code"] == 159
 
 
-def _workload_pid(parent: int, timeout: float = 20.0) -> int:
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], _children(pid)
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo += _children(p)
+    return out
+
+
+def _wait_for_descendants(parent: int, count: int, timeout: float = 20.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        except FileNotFoundError:
-            kids = []
-        if kids:
-            return int(kids[0])
+        found = _descendants(parent)
+        if len(found) >= count:
+            return found
         time.sleep(0.02)
-    raise AssertionError("the workload did not start")
+    raise AssertionError(f"expected {count} processes under {parent}, found {_descendants(parent)}")
+
+
+def _workload_pid(parent: int, timeout: float = 20.0) -> int:
+    """The workload of a supervised run: the child of the PID namespace's init, the sandboxer's child."""
+    return _wait_for_descendants(parent, 2, timeout)[1]
 
 
 def _alive(pid: int) -> bool:
@@ -221,24 +239,150 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def test_killing_the_supervisor_kills_the_workload(tmp_path):
-    """SIGKILL to a supervising sandboxer: its workload does not run on unsupervised."""
-    audit = tmp_path / "audit.jsonl"
-    p = subprocess.Popen([*SANDBOXER, "run", str(manifest(tmp_path)), "--audit", str(audit), "--", PY, "-c",
-                          "import time\nwhile True: time.sleep(0.05)"], cwd=REPO)
+# The workload forks a grandchild that leaves the session (so neither PR_SET_PDEATHSIG nor a kill of the
+# process group would reach it), then both sleep; "ready" once both run.
+FORKS_AND_SLEEPS = r"""
+import os, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    os.write(w, b"x")
+    while True: time.sleep(0.05)
+os.read(r, 1)
+print("ready", flush=True)
+while True: time.sleep(0.05)
+"""
+SPAWN = "  sandboxer:process/spawn: {}\n"
+
+
+def _kill_supervisor_and_check(p: subprocess.Popen, before_kill=lambda: True) -> None:
+    """SIGKILL the supervising sandboxer once its workload and the grandchild run: every one of them must die."""
     try:
-        child = _workload_pid(p.pid)
-        time.sleep(0.3)
-        assert _alive(child)
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        procs = _descendants(p.pid)  # the namespace's init, the workload, the grandchild
+        *_, workload, grandchild = procs
+        assert all(_alive(x) for x in procs) and before_kill()
         p.kill()
         p.wait(10)
         deadline = time.monotonic() + 5
-        while _alive(child) and time.monotonic() < deadline:
+        while any(_alive(x) for x in procs) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not _alive(child)
+        assert not _alive(workload), "the workload outlived its supervisor"
+        assert not _alive(grandchild), "the workload's child outlived the supervisor"
+        assert not any(_alive(x) for x in procs)
     finally:
         p.kill()
         p.wait()
+
+
+def test_killing_the_supervisor_kills_the_workload(tmp_path):
+    """SIGKILL to a supervising sandboxer: its workload, and a child the workload started in a session of its
+    own, do not run on unsupervised (the workload's PID namespace dies with its init, which dies with us)."""
+    audit = tmp_path / "audit.jsonl"
+    p = subprocess.Popen([*SANDBOXER, "run", str(manifest(tmp_path, extra=SPAWN)), "--audit", str(audit), "--",
+                          PY, "-c", FORKS_AND_SLEEPS], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    _kill_supervisor_and_check(p)
+
+
+NOBODY = 65534
+SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+@pytest.fixture
+def nobody_dir():
+    """A directory nobody can write (tmp_path is root's, 0700), for the manifest, the cache and the records."""
+    import shutil
+    import tempfile
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    d = Path(tempfile.mkdtemp(prefix="sandboxer-nobody-"))
+    os.chown(d, NOBODY, NOBODY)
+    probe = subprocess.run(SETPRIV + [sys.executable, "-c", "import sandboxer.launch.run"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        shutil.rmtree(d)
+        pytest.skip(f"nobody cannot run {sys.executable} with the repository: {probe.stderr.strip()}")
+    yield d
+    shutil.rmtree(d)
+
+
+def _as_nobody(d: Path, m: Path, script: str, *opts: str, **popen: object) -> list[str]:
+    os.chown(m, NOBODY, NOBODY)
+    os.chown(m.parent / "work", NOBODY, NOBODY)
+    return SETPRIV + [sys.executable, "-m", "sandboxer", "run", str(m), *opts, "--", PY, "-c", script]
+
+
+def test_rootless_killing_the_supervisor_kills_the_workload(nobody_dir):
+    """As nobody (the PID namespace then comes with its own user namespace): the same, workload and grandchild die."""
+    audit = nobody_dir / "audit.jsonl"
+    argv = _as_nobody(nobody_dir, manifest(nobody_dir, extra=SPAWN), FORKS_AND_SLEEPS, "--audit", str(audit))
+    p = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True,
+                         env={"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(nobody_dir / "cache")})
+    # The init is not under the seccomp filter, so it is not dumpable: its /proc files turn root's and
+    # nothing in the sandbox can ptrace it or open its memory; the workload's stay nobody's.
+    owners = lambda: [Path(f"/proc/{x}/status").stat().st_uid for x in _wait_for_descendants(p.pid, 3)]  # noqa: E731
+    _kill_supervisor_and_check(p, before_kill=lambda: owners() == [0, NOBODY, NOBODY])
+    assert validate_records(audit)[0]["enforce"]["netns"] == "none"
+
+
+def test_rootless_supervised_runs_pass_exit_codes_and_keep_the_host_network(nobody_dir):
+    """As nobody: exit codes pass through; complain mode (netns host: a user namespace without a network
+    namespace) still reaches the host's loopback."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(nobody_dir / "cache")}
+    script = (f"import os, socket, sys\nsocket.create_connection(('127.0.0.1', {port})).close()\n"
+              "print(os.getpid(), os.getuid())\nsys.exit(3)")
+    try:
+        r = subprocess.run(_as_nobody(nobody_dir, manifest(nobody_dir, on_violation="log"), script, "--audit",
+                                      str(nobody_dir / "audit.jsonl")),
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        srv.close()
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == f"2 {NOBODY}\n"
+    records = validate_records(nobody_dir / "audit.jsonl")
+    assert records[0]["enforce"]["netns"] == "host" and records[-1]["code"] == 3
+
+
+def test_supervised_exit_codes_and_signals_pass_through(tmp_path):
+    """Under --audit the status is the workload's (not its init's): exit 3 is 3, death by SIGABRT is 134."""
+    audit = tmp_path / "audit.jsonl"
+    m = manifest(tmp_path)
+    assert run(m, audit, "import sys; sys.exit(3)").returncode == 3
+    r = run(m, audit, "import os, signal; os.kill(os.getpid(), signal.SIGABRT)")
+    assert r.returncode == 134, r.stderr
+    exits = [x for x in validate_records(audit) if x["type"] == "exit"]
+    assert [(x["code"], x["signal"], x["exit_code"]) for x in exits] == [(3, None, 3), (None, "SIGABRT", 134)]
+
+
+def test_supervised_workload_is_pid_2_of_its_own_namespace(tmp_path):
+    """A supervised workload runs in its own PID namespace: getpid() is 2, its parent (the sandbox's init) is 1;
+    /proc/self still names it (the host's /proc, where it has its outer pid)."""
+    r = run(manifest(tmp_path), tmp_path / "audit.jsonl",
+            "import os; print(os.getpid(), os.getppid(), os.readlink('/proc/self') != '2')")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "2 1 True\n"
+
+
+def test_supervised_workload_runs_under_an_init_in_the_sandbox(tmp_path):
+    """The sandboxer's child is the namespace's init (the sandbox's session leader, no capabilities,
+    no_new_privs, no seccomp filter); the workload is its only child."""
+    p = subprocess.Popen([*SANDBOXER, "run", str(manifest(tmp_path, extra=SPAWN)), "--audit",
+                          str(tmp_path / "audit.jsonl"), "--", PY, "-c", FORKS_AND_SLEEPS],
+                         cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        init, workload, grandchild = _descendants(p.pid)
+        assert _children(p.pid) == [init] and _children(init) == [workload] and _children(workload) == [grandchild]
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{init}/status").read_text().splitlines())
+        assert status["NSpid"].split() == [str(init), "1"] and status["NoNewPrivs"] == "1"
+        assert int(status["CapEff"], 16) == 0 and status["Seccomp"] == "0"
+        assert os.getpgid(workload) == init == os.getsid(workload)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 143
 
 
 def test_sigterm_to_sandboxer_still_writes_the_exit_record(tmp_path):
@@ -252,6 +396,20 @@ def test_sigterm_to_sandboxer_still_writes_the_exit_record(tmp_path):
     assert p.wait(20) == 143
     records = validate_records(audit)
     assert records[-1]["type"] == "exit" and records[-1]["signal"] == "SIGTERM"
+
+
+def test_supervised_pids_limit_counts_the_workloads_tasks(tmp_path):
+    """limits.pids: 3 under --audit still lets the workload have 3 tasks (the namespace's init is not counted
+    against it), refuses the 4th, and the exit record's task peak is the workload's."""
+    audit = tmp_path / "audit.jsonl"
+    script = ("import os, time\nn = 0\nfor _ in range(3):\n    try:\n        pid = os.fork()\n"
+              "    except BlockingIOError:\n        break\n    if pid == 0:\n        time.sleep(0.2)\n"
+              "        os._exit(0)\n    n += 1\nprint(n)\nwhile n:\n    os.wait()\n    n -= 1\n")
+    r = run(manifest(tmp_path, extra=SPAWN + "limits: {pids: 3}\n"), audit, script)
+    assert r.returncode == 0 and r.stdout == "2\n", r.stderr
+    records = validate_records(audit)
+    assert [(x["kind"], x["limit"]) for x in records if x["type"] == "limit"] == [("pids_max", 3)]
+    assert records[-1]["tasks"] == 3
 
 
 def test_limits_are_recorded(tmp_path):

@@ -322,6 +322,15 @@ def test_new_session_and_default_signals(capfd):
     assert int(status["SigIgn"], 16) == 0
 
 
+def test_unsupervised_workload_stays_in_the_launchers_pid_namespace(capfd):
+    """Only supervised runs (--audit, complain mode) get a PID namespace and an init: a plain run's workload
+    is the launcher's own child, with one pid (NSpid has a single entry)."""
+    assert run(make_plan(), ["cat", "/proc/self/status"]) == 0
+    status = status_fields(capfd.readouterr().out)
+    assert status["NSpid"].split() == [status["Pid"]]
+    assert int(status["PPid"]) == os.getpid()
+
+
 PRIVILEGE_PROBE = r"""
 import ctypes, errno, os, socket
 libc = ctypes.CDLL(None, use_errno=True)

@@ -3,7 +3,9 @@
 Runs in the child between fork and execve, so it only calls the prebuilt ctypes wrappers of
 sandboxer.launch.kernel and os.open/os.write. Rootless, the private namespace is owned by a new user
 namespace in which the user is mapped to itself ("U U 1"), so it keeps its own uid and gains
-capabilities only inside that namespace (dropped again before exec).
+capabilities only inside that namespace (dropped again before exec). A rootless supervised run
+already has its user namespace (created by clone3 with the PID namespace, maps written by
+map_own_ids()): then only the network namespace is new, or nothing at all for "host".
 """
 
 from __future__ import annotations
@@ -31,20 +33,29 @@ def bring_up_loopback() -> None:
     kernel.loopback_up()
 
 
-def enter_netns(mode: str, *, rootless: bool, uid: int, gid: int) -> None:
+def map_own_ids(uid: int, gid: int) -> None:
+    """In a user namespace just created (unshare or clone3 CLONE_NEWUSER): map uid and gid to themselves.
+
+    user_namespaces(7): an unprivileged process may map only its own ids, and must deny setgroups(2)
+    before writing gid_map (Linux 3.19).
+    """
+    _write_proc("/proc/self/setgroups", b"deny")
+    _write_proc("/proc/self/uid_map", b"%d %d 1" % (uid, uid))
+    _write_proc("/proc/self/gid_map", b"%d %d 1" % (gid, gid))
+
+
+def enter_netns(mode: str, rootless: bool, uid: int, gid: int, *, own_userns: bool = False) -> None:
     """Enter a private network namespace for "none" and "loopback" (with lo up); "host" changes nothing.
 
-    Raises OSError(errno, strerror, call) naming the failing call.
+    Rootless, the network namespace needs a user namespace: a new one is created here, unless the
+    process already has its own (`own_userns`: clone3 made it, map_own_ids() mapped it), whose
+    capabilities suffice for CLONE_NEWNET. Raises OSError(errno, strerror, call) naming the failing call.
     """
     if mode == "host":
         return
-    if rootless:
-        # user_namespaces(7): an unprivileged process may map only its own ids, and must deny
-        # setgroups(2) before writing gid_map (Linux 3.19).
+    if rootless and not own_userns:
         kernel.unshare(kernel.CLONE_NEWUSER | kernel.CLONE_NEWNET, call="unshare(CLONE_NEWUSER|CLONE_NEWNET)")
-        _write_proc("/proc/self/setgroups", b"deny")
-        _write_proc("/proc/self/uid_map", b"%d %d 1" % (uid, uid))
-        _write_proc("/proc/self/gid_map", b"%d %d 1" % (gid, gid))
+        map_own_ids(uid, gid)
     else:
         kernel.unshare(kernel.CLONE_NEWNET, call="unshare(CLONE_NEWNET)")
     if mode == "loopback":
