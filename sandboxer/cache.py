@@ -25,6 +25,44 @@ def cache_root() -> str:
     return os.path.join(base, "sandboxer", "plans")
 
 
+def read_trusted(path: str) -> bytes | None:
+    """The file's bytes if it is ours and nobody else can write it (a cached filter is policy), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Best effort (a read-only cache only costs speed): write a temporary file, rename it into place."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def _sha256(path: str) -> str:
     with open(path, "rb") as f:
         return sha256(f.read()).hexdigest()
@@ -39,9 +77,11 @@ def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str] | 
     """(plan, bpf, manifest sha256) when a fresh entry exists, else None."""
     sha = _sha256(manifest)
     path = os.path.join(cache_root(), entry_key(manifest, sha, target))
+    data = read_trusted(path)
+    if data is None:
+        return None
     try:
-        with open(path, "rb") as f:
-            inputs, plan, bpf = marshal.loads(f.read())
+        inputs, plan, bpf = marshal.loads(data)
         if any(_sha256(p) != digest for p, digest in inputs):
             return None
     except (OSError, ValueError, EOFError, TypeError):
@@ -54,14 +94,4 @@ def store(manifest: str, target: tuple[str, int], sources: list[str], plan: dict
     sha = _sha256(manifest)
     path = os.path.join(cache_root(), entry_key(manifest, sha, target))
     inputs = [(s, _sha256(s)) for s in sources[1:]]
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(marshal.dumps((inputs, plan, bpf)))
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    write_atomic(path, marshal.dumps((inputs, plan, bpf)))

@@ -38,13 +38,10 @@ When the supervisor dies (measured on Linux 6.18, tests/integration/test_audit_n
 - PR_SET_PDEATHSIG=SIGKILL (run_child's second step) kills the direct child when the supervisor
   dies, however it dies. But it is not inherited across fork: processes the workload started live
   on, orphaned, with ENOSYS for their notified calls (a test shows it).
-- What does take the whole tree down: the workload as init of its own PID namespace, with
-  PDEATHSIG. When init dies the kernel SIGKILLs every process of the namespace (a test shows it).
-  Note kernel.set_pdeathsig() cannot be used there as is: getppid() is 0 for a namespace's init, so
-  its "parent already gone?" check would _exit(125); compare with 0 as well in that case.
-  Without a PID namespace (rootless without CLONE_NEWUSER, say), the launcher should write
-  cgroup.kill of the sandbox's leaf from every exit path it controls, and accept that a SIGKILLed
-  launcher leaves grandchildren behind; say so in the launch record.
+- What takes the whole tree down, and what the launcher does: a PID namespace whose init dies. A
+  supervised run's child is init of its own PID namespace (launch/sequence.py, INIT_FORK) with
+  PDEATHSIG; the workload is its child. When the supervisor dies, init dies, and the kernel
+  SIGKILLs every process of the namespace (tests/integration/test_audit_run.py).
 - Closing the listener without dying (a bug, or an exception in the serve loop) is the same as
   dying for the workload: the launcher must kill the process group / cgroup before close().
 - SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19) is unrelated to supervisor death but worth

@@ -19,10 +19,10 @@ import os
 import _signal as signal
 
 from sandboxer.audit import notify
-from sandboxer.audit.decode import decode
-from sandboxer.audit.grants import FileGrants, PortGrants, would_deny
-from sandboxer.audit.suggest import violation
-from sandboxer.mechanisms.seccomp.emulator import run as run_filter
+
+# Imported at the first notification, not at launch: decoding, the capability mapping and the
+# emulator cost ~25 ms of imports, which a run that refuses nothing should not pay before exec.
+decode = run_filter = violation = would_deny = None  # type: ignore[assignment]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,9 +56,9 @@ class Recorder:
         self.program = program  # the plan's own filter: what the kernel would have done
         self.emit = emit  # emit("violation", **fields)
         self.complain = complain
-        section = plan.get("landlock") or {}
-        self.files = FileGrants(section) if complain and section.get("handled_fs") else None
-        self.ports = PortGrants(section) if complain and section.get("handled_net") else None
+        self._landlock = plan.get("landlock") or {}
+        self.files = self.ports = None  # complain mode: the grants, built with the first notification
+        self._loaded = False
         # The program's answer depends on the arguments only for the calls with argument rules; for the
         # others it is a function of the number, remembered after the first emulation.
         self._checked = frozenset(e["nr"] for e in (plan.get("seccomp") or {}).get("syscalls", ()) if e.get("rules"))
@@ -66,8 +66,24 @@ class Recorder:
         self.recorded = 0
         self.killed = False  # a call the plan kills for was made: the run reports 159, as a seccomp kill
 
+    def _load(self) -> None:
+        global decode, run_filter, violation, would_deny
+        from sandboxer.audit.decode import decode
+        from sandboxer.audit.grants import FileGrants, PortGrants, would_deny
+        from sandboxer.audit.suggest import violation
+        from sandboxer.mechanisms.seccomp.emulator import run as run_filter
+
+        section = self._landlock
+        if self.complain and section.get("handled_fs"):
+            self.files = FileGrants(section)
+        if self.complain and section.get("handled_net"):
+            self.ports = PortGrants(section)
+        self._loaded = True
+
     def serve(self, listener: notify.Listener) -> None:
         """Receive one notification (the listener is readable), answer it, record what it was."""
+        if not self._loaded:
+            self._load()
         n = listener.recv()
         if n is None:
             return  # the thread was killed meanwhile: nothing to answer

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 
-from sandboxer.audit.filter import notify_program
 from sandboxer.audit.recorder import Recorder
 from sandboxer.audit.sink import AuditSink
 
@@ -45,6 +44,7 @@ class AuditSession:
         self.recorder = Recorder(plan, bpf, self.emit, complain=self.complain)
         self.lines = 0  # would-be violations written to stderr (complain mode without --audit)
         self.limit_values: dict = {}  # limit name → the plan's value, for limit records
+        self._launch: dict | None = None
 
     def emit(self, type_: str, **fields: object) -> None:
         if self.sink is not None:
@@ -62,19 +62,46 @@ class AuditSession:
             os.write(2, (line + "\n").encode(errors="replace"))
             self.lines += 1
 
-    def program(self, plan: dict) -> bytes:
-        """The BPF program the workload gets: refusals (and complain-mode observations) notify us."""
-        return notify_program(plan["seccomp"], complain=self.complain)
+    def program(self, plan: dict, bpf: bytes) -> bytes:
+        """The BPF program the workload gets: refusals (and complain-mode observations) notify us.
+
+        It is a function of the plan's program, so it is cached next to the plan cache, keyed by the
+        hash of that program: a repeated supervised launch neither imports nor runs the assembler.
+        """
+        from _sha256 import sha256
+
+        from sandboxer import __version__
+        from sandboxer.cache import cache_root, read_trusted, write_atomic
+
+        key = sha256(b"%s\0%d\0" % (__version__.encode(), self.complain) + bpf).hexdigest()[:32]
+        path = os.path.join(cache_root(), f"notify-{key}.bpf")
+        program = read_trusted(path)
+        if program is None:
+            from sandboxer.audit.filter import notify_program
+
+            program = notify_program(plan["seccomp"], complain=self.complain)
+            write_atomic(path, program)
+        return program
 
     def launch(self, *, manifest: str | None, sha256: str | None, argv: list[str], enforce: dict,
                warnings: list[str]) -> None:
-        if self.sink is None:
-            return
+        """The launch record's fields, known before fork; emit_launch() writes it once the child runs."""
         u = os.uname()
-        self.sink.emit("launch", manifest={"path": manifest and os.path.abspath(manifest), "sha256": sha256},
-                       command=list(argv), supervisor_pid=os.getpid(),
-                       host={"kernel": u.release, "arch": u.machine},
-                       mode="complain" if self.complain else "enforce", enforce=enforce, warnings=list(warnings))
+        self._launch = {"manifest": {"path": manifest and os.path.abspath(manifest), "sha256": sha256},
+                        "command": list(argv), "supervisor_pid": os.getpid(),
+                        "host": {"kernel": u.release, "arch": u.machine},
+                        "mode": "complain" if self.complain else "enforce", "enforce": enforce,
+                        "warnings": list(warnings)}
+
+    def emit_launch(self) -> None:
+        """Write the launch record (first of the run), with whether Landlock denials can be observed."""
+        fields, self._launch = self._launch, None
+        if self.sink is None or fields is None:
+            return
+        landlock = fields["enforce"].get("landlock") or {}
+        if landlock.get("enforced"):
+            landlock["observable"], landlock["observable_note"] = landlock_observability()
+        self.sink.emit("launch", **fields)
 
     def finish(self, *, status: int, exit_code: int, duration: float, rusage: object, cgroup: dict | None,
                limits: dict, timed_out: float | None) -> None:

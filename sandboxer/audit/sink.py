@@ -4,14 +4,13 @@ A record is in the kernel as soon as `emit` returns, so it survives the launcher
 right after; one write per record means two writers appending to one file (O_APPEND: the kernel
 positions and copies each write whole, under the inode lock) never interleave or leave half a line.
 On a pipe the same holds for records up to PIPE_BUF (4096 bytes), which violation records stay
-well under. The launch path imports this module when `--audit` is given: json (already loaded by
-`sandboxer run`), os, time and _thread only — no typing, dataclasses or re.
+well under. The launch path imports this module when `--audit` is given: os, time and _thread only (json
+at the first record, which is written after fork) — no typing, dataclasses or re.
 """
 
 from __future__ import annotations
 
 import _thread
-import json
 import os
 import time
 
@@ -35,7 +34,15 @@ def _fallback(obj: object) -> object:
     return str(obj)
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), default=_fallback).encode
+_encode = None  # json's encoder, made at the first record (json costs ~6 ms to import: not before exec)
+
+
+def _encoder():  # noqa: ANN202
+    global _encode
+    import json
+
+    _encode = json.JSONEncoder(separators=(",", ":"), default=_fallback).encode
+    return _encode
 
 
 def new_sandbox_id() -> str:
@@ -107,7 +114,7 @@ class AuditSink:
             raise TypeError(f"emit(): {', '.join(sorted(_RESERVED & fields.keys()))} are set by the sink")
         record = {"v": VERSION, "type": type, "id": self.id, "time": self._now()}
         record.update(fields)
-        data = (_encode(record) + "\n").encode()
+        data = ((_encode or _encoder())(record) + "\n").encode()
         with self._lock:
             if self.fd < 0:
                 raise ValueError("audit sink is closed")

@@ -325,7 +325,7 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
         if bpf:
             program, flags = bpf, 0
             if session is not None:  # refusals notify the supervisor, which answers as `bpf` would
-                program, flags = session.program(plan), _NOTIFY_FLAGS
+                program, flags = session.program(plan, bpf), _NOTIFY_FLAGS
             try:
                 child.seccomp = prepare_filter(program, flags)
             except SeccompProgramError as e:
@@ -581,11 +581,6 @@ def _enforced(prep: Preparation, plan: Mapping[str, Any]) -> dict:
     """What each mechanism enforces on this host, for the audit launch record."""
     c = prep.child
     sec = plan.get("seccomp") or {}
-    observable = (False, "")
-    if prep.ruleset is not None:
-        from sandboxer.audit.session import landlock_observability
-
-        observable = landlock_observability()
     placed = [p for p in prep.placement.limits if p.backend != "none"] if prep.placement else []
     backends = {p.backend for p in placed}
     values = _limit_values(plan)
@@ -594,7 +589,8 @@ def _enforced(prep: Preparation, plan: Mapping[str, Any]) -> dict:
                     "violation_action": sec.get("violation", ""), "notify": prep.session is not None},
         "landlock": {"abi": prep.landlock_abi, "plan_abi": (plan.get("landlock") or {}).get("abi", 0),
                      "enforced": prep.ruleset is not None, "degradations": prep.landlock_degradations,
-                     "observable": observable[0], "observable_note": observable[1] or prep.landlock_note},
+                     # filled in by the session after fork (it reads the kernel's audit status)
+                     "observable": False, "observable_note": prep.landlock_note},
         "cgroups": {"version": "hybrid" if len(backends) > 1 else next(iter(backends), None),
                     "limits": {p.limit: values.get(p.limit) for p in placed}},
         "netns": c.netns_mode,
@@ -696,6 +692,7 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
                 prep.fds.remove(fd)
         if session is not None:
             listener, handoff_error = _take_listener(prep, pid)
+            session.emit_launch()  # after fork: its imports (json, netlink) overlap the workload's start
         forwarder.attach(pid)
         deadline = None if prep.deadline_s is None else started + prep.deadline_s
         outcome = supervise(pid, prep.err_r, deadline=deadline, kill=kill_all, started=started, listener=listener,
