@@ -9,15 +9,16 @@ line on stderr instead of records.
 
 from __future__ import annotations
 
+import _signal as signal
 import os
 import sys
 
 from sandboxer.audit.recorder import Recorder
 from sandboxer.audit.sink import AuditSink
 
-_SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE",
-             9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU",
-             25: "SIGXFSZ", 31: "SIGSYS"}
+# Signal numbers → names from the C module (`import signal` would load enum); SIGIOT etc. are aliases.
+_SIGNAMES = {getattr(signal, n): n for n in sorted(dir(signal), reverse=True)
+             if n.startswith("SIG") and not n.startswith("SIG_") and n not in ("SIGIOT", "SIGPOLL", "SIGCLD")}
 
 
 def landlock_observability() -> tuple[bool, str]:

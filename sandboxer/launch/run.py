@@ -594,6 +594,7 @@ def _enforced(prep: Preparation, plan: Mapping[str, Any]) -> dict:
         "cgroups": {"version": "hybrid" if len(backends) > 1 else next(iter(backends), None),
                     "limits": {p.limit: values.get(p.limit) for p in placed}},
         "netns": c.netns_mode,
+        "pidns": c.pidns,
         "rlimits": {_rlimit_name(r): [s, h] for r, s, h in c.rlimits},
     }
 
