@@ -21,19 +21,45 @@ _SIGNAMES = {getattr(signal, n): n for n in sorted(dir(signal), reverse=True)
              if n.startswith("SIG") and not n.startswith("SIG_") and n not in ("SIGIOT", "SIGPOLL", "SIGCLD")}
 
 
-def landlock_observability() -> tuple[bool, str]:
+LANDLOCK_LOG_NEW_EXEC_ON = 1 << 1  # LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON (ABI 7): log the exec'd workload's denials
+FEED_NOTE = ("Landlock denials are read from the kernel audit feed (read-only: sandboxer never changes "
+             "audit settings; they also reach the system's audit log)")
+
+
+def landlock_observability(status: dict | None = None, *, probed: bool = False) -> tuple[bool, str]:
     """Can Landlock denials be seen for this run? (Only through the kernel audit feed, never enabled by us.)"""
     from sandboxer.audit.kernel_feed import audit_status
 
-    status = audit_status()
+    if not probed:
+        status = audit_status()
     if status is None:
         return False, ("the kernel audit status cannot be read here (needs root): Landlock denials are "
                        "refused by the kernel but not recorded")
     if not status.get("enabled"):
         return False, ("kernel audit is disabled (auditctl -s: enabled 0): Landlock denials are refused by "
                        "the kernel but not recorded; sandboxer never enables audit")
-    return False, ("kernel audit is enabled, but this version of sandboxer does not read Landlock records "
-                   "from it yet: Landlock denials are refused but not recorded")
+    return False, ("kernel audit is enabled, but its multicast feed cannot be read by this process "
+                   "(needs CAP_AUDIT_READ): Landlock denials are refused but not recorded")
+
+
+def landlock_violation(rec: dict) -> dict | None:
+    """A kernel LANDLOCK_ACCESS record (kernel_feed.parse_record) → the fields of a violation record."""
+    from sandboxer.audit.suggest import violation
+
+    blockers = rec.get("blockers") or []
+    rights = [b.partition(".")[2] or b for b in blockers]
+    if not rights:
+        return None
+    pid = rec.get("pid")
+    port = rec.get("dest") if rec.get("dest") is not None else rec.get("src")  # lsm_audit: connect dest=, bind src=
+    if any(b.startswith("net.") for b in blockers) and port is not None:
+        return violation("landlock", "kernel-audit", "deny", pid=pid, port=port, access=rights)
+    path = rec.get("path")
+    if any(b.startswith("scope.") for b in blockers):
+        return violation("landlock", "kernel-audit", "deny", pid=pid, path=path, access=rights)
+    # The kernel names the directory whose entries would change for make_*/remove_*/refer.
+    directory = any(r.startswith(("make_", "remove_", "refer")) for r in rights)
+    return violation("landlock", "kernel-audit", "deny", pid=pid, path=path, access=rights, directory=directory)
 
 
 class AuditSession:
@@ -46,6 +72,8 @@ class AuditSession:
         self.lines = 0  # would-be violations written to stderr (complain mode without --audit)
         self.limit_values: dict = {}  # limit name → the plan's value, for limit records
         self._launch: dict | None = None
+        self.feed = None  # the kernel audit feed, when Landlock denials can be read from it
+        self._feed_note: tuple[bool, str] | None = None
 
     def emit(self, type_: str, **fields: object) -> None:
         if self.sink is not None:
@@ -94,6 +122,44 @@ class AuditSession:
                         "mode": "complain" if self.complain else "enforce", "enforce": enforce,
                         "warnings": list(warnings)}
 
+    def observe_landlock(self, abi: int) -> bool:
+        """Before fork, enforce mode with Landlock applied: open the kernel audit feed if this process
+        may read it and kernel audit is on. True when the workload's Landlock domain should log its
+        denials after exec (LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON, ABI 7)."""
+        if self.sink is None or self.complain or os.geteuid() != 0:
+            return False
+        from sandboxer.audit.kernel_feed import KernelFeed
+
+        feed, why = KernelFeed.probe(pids=set())
+        if feed is None:
+            self._feed_note = (False, f"{why}: Landlock denials are refused by the kernel but not recorded")
+            return False
+        self._feed_note = landlock_observability(feed.status, probed=True)
+        if not feed.landlock_observable or abi < 7:
+            feed.close()
+            if feed.landlock_observable:
+                self._feed_note = (False, f"Landlock ABI {abi} cannot log denials after exec (ABI 7 can)")
+            return False
+        self.feed, self._feed_note = feed, (True, FEED_NOTE)
+        return True
+
+    def watch(self, pid: int) -> tuple:
+        """After fork: (fd, callback) pairs for the supervise loop — the kernel feed, for the sandbox's pids."""
+        if self.feed is None:
+            return ()
+        self.feed.pids = {pid}  # the process that restricted itself; its domain covers its descendants
+        return ((self.feed.fileno(), self.drain_feed),)
+
+    def drain_feed(self, timeout: float = 0.0) -> None:
+        """Turn the queued Landlock denial records of this sandbox into violation records."""
+        if self.feed is None or self.sink is None:
+            return
+        for rec in self.feed.poll_records(timeout):
+            if rec.get("type") == "LANDLOCK_ACCESS":
+                fields = landlock_violation(rec)
+                if fields is not None:
+                    self.sink.emit("violation", **fields)
+
     def emit_launch(self) -> None:
         """Write the launch record (first of the run), with whether Landlock denials can be observed."""
         fields, self._launch = self._launch, None
@@ -101,13 +167,14 @@ class AuditSession:
             return
         landlock = fields["enforce"].get("landlock") or {}
         if landlock.get("enforced"):
-            landlock["observable"], landlock["observable_note"] = landlock_observability()
+            landlock["observable"], landlock["observable_note"] = self._feed_note or landlock_observability()
         self.sink.emit("launch", **fields)
 
     def finish(self, *, status: int, exit_code: int, duration: float, rusage: object, cgroup: dict | None,
                limits: dict, timed_out: float | None) -> None:
         """limit records (what the kernel stopped) and the exit record."""
         if self.sink is not None:
+            self.drain_feed(0.05)  # the kernel may queue the last denials just after the exit
             self._limits(cgroup, limits, timed_out)
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
@@ -146,5 +213,8 @@ class AuditSession:
                            detail=f"throttled in {cpu['nr_throttled']} of {cpu.get('nr_periods')} periods")
 
     def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
         if self.sink is not None:
             self.sink.close()

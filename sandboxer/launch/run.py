@@ -337,6 +337,10 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
             _landlock(plan, opts, prep)
         if prep.ruleset is not None:
             child.landlock_fd, child.landlock_flags = prep.ruleset.fd, prep.ruleset.restrict_flags
+            if session is not None and session.observe_landlock(prep.landlock_abi):
+                from sandboxer.audit.session import LANDLOCK_LOG_NEW_EXEC_ON
+
+                child.landlock_flags |= LANDLOCK_LOG_NEW_EXEC_ON
         limits = [t for t in (opts.timeout, plan.get("wall_time_s")) if t is not None]
         prep.deadline_s = min(limits) if limits else None
         _cgroups(plan, opts, prep)
@@ -697,7 +701,8 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
         forwarder.attach(pid)
         deadline = None if prep.deadline_s is None else started + prep.deadline_s
         outcome = supervise(pid, prep.err_r, deadline=deadline, kill=kill_all, started=started, listener=listener,
-                            serve=None if session is None else session.recorder.serve, status_fd=prep.status_r)
+                            serve=None if session is None else session.recorder.serve, status_fd=prep.status_r,
+                            watch=() if session is None else session.watch(pid))
     finally:
         forwarder.restore()
         if pid > 0 and outcome is None:  # the parent failed while the child lived: leave nothing behind

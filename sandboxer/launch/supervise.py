@@ -136,6 +136,7 @@ def supervise(
     listener: Any = None,
     serve: Callable[[Any], None] | None = None,
     status_fd: int = -1,
+    watch: tuple[tuple[int, Callable[[], None]], ...] = (),
 ) -> Outcome:
     """Wait for the exec report and the workload's end (or the deadline), serving seccomp notifications
     meanwhile; reap it; return how it ended.
@@ -147,6 +148,8 @@ def supervise(
     `kill` SIGKILLs everything in the sandbox (process group and cgroup leaf). The caller has closed
     its copy of the pipe's write end.
 
+    `watch`: more (fd, callback) pairs; the callback runs whenever its fd is readable (the kernel
+    audit feed of a supervised run).
     `status_fd` (supervised run): the read end of the status pipe of the namespace's init (`pid`); the
     workload's wait status read from it replaces init's own, which stays the answer when init died
     without writing it (SIGKILLed by the wall-time kill, say), and so does the peak RSS init reports.
@@ -161,6 +164,9 @@ def supervise(
     if listener is not None and serve is not None:
         lfd = listener.fileno()
         poller.register(lfd, select.POLLIN)
+    callbacks = dict(watch)
+    for wfd in callbacks:
+        poller.register(wfd, select.POLLIN)
     try:
         exited = False
         while not exited:
@@ -181,6 +187,8 @@ def supervise(
                         poller.unregister(lfd)
                 elif fd == pidfd:
                     exited = True
+                elif fd in callbacks:
+                    callbacks[fd]()
     finally:
         os.close(pidfd)
     if report is None:
