@@ -111,8 +111,9 @@ class Recorder:
             listener.respond(n.id, continue_=True)
             self._record(n, call, trusted, "allow", would_deny=True)
         elif action == _ALLOW:
+            misses = would_deny(call, self.files, self.ports) if trusted else ()  # before the call runs
             listener.respond(n.id, continue_=True)
-            for miss in would_deny(call, self.files, self.ports) if trusted else ():
+            for miss in misses:
                 self._record_access(n, call, miss)
         else:  # TRAP, TRACE, USER_NOTIF: the compiler never emits them; refuse rather than guess
             listener.respond(n.id, error=_errno.EPERM)

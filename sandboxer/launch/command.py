@@ -109,11 +109,13 @@ def resolve_command(
     plan: Mapping[str, Any],
     env: Mapping[str, str],
     launcher_env: Mapping[str, str] | None = None,
+    *,
+    check_grants: bool = True,  # False in complain mode: an ungranted command is a would-be violation, recorded
 ) -> ResolvedCommand:
     """Resolve argv[0] to the absolute path the child will execve; raise LaunchError 127 / 126 / 125."""
     if not name:
         raise LaunchError("no command given", EXIT_NOTFOUND)
-    grants = exec_grants(plan)
+    grants = exec_grants(plan) if check_grants else None
 
     def granted(real: str) -> bool:
         return grants is None or any(g.covers(real) for g in grants)

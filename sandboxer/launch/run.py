@@ -283,7 +283,9 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
     rootless = os.geteuid() != 0
     env = compute_environment(plan.get("environment") or {}, opts.env_overrides, os.environ)
     # With a body (run in the child in place of execve) argv[0] is not executed: nothing to resolve.
-    command = resolve_command(argv[0], plan, env) if body is None else ResolvedCommand(argv[0], argv[0])
+    complain = session is not None and session.complain  # Landlock is observed, not applied: nothing to refuse
+    command = (resolve_command(argv[0], plan, env, check_grants=not complain) if body is None
+               else ResolvedCommand(argv[0], argv[0]))
     for fd in opts.keep_fds:
         try:
             os.fstat(fd)

@@ -426,3 +426,29 @@ def test_limits_are_recorded(tmp_path):
     assert limits[0]["limit"] == 32 << 20 and limits[0]["count"] >= 1
     assert limits[1]["limit"] == 0.5
     assert len({x["id"] for x in records}) == 2
+
+
+def test_complain_then_suggest_gives_a_manifest_that_runs_clean(tmp_path):
+    """The learning loop: complain mode + `audit --suggest` → a manifest under which sqlite3 runs with no violation."""
+    work = tmp_path / "db"
+    work.mkdir()
+    base = tmp_path / "base.yaml"
+    base.write_text("sandboxer: 1\nname: learn\non-violation: log\nextends: [builtin:dynamic-linking]\n"
+                    "imports:\n  wasi:cli/stdout: {}\n  wasi:cli/stderr: {}\n")
+    sql = ["/usr/bin/sqlite3", str(work / "t.db"), "create table t(x); insert into t values (42); select * from t;"]
+    learn = tmp_path / "learn.jsonl"
+    r = subprocess.run([*SANDBOXER, "run", str(base), "--audit", str(learn), "--", *sql],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0 and r.stdout == "42\n", r.stderr
+    patch = subprocess.run([*SANDBOXER, "audit", str(learn), "--suggest"], capture_output=True, text=True,
+                           cwd=REPO, timeout=60, check=True).stdout
+    learned = tmp_path / "learned.yaml"
+    learned.write_text(f"sandboxer: 1\nname: learned\non-violation: deny\nextends: [{base}]\n"
+                       + "".join(line + "\n" for line in patch.splitlines() if not line.startswith("#")))
+    (work / "t.db").unlink()
+    audit = tmp_path / "enforce.jsonl"
+    r = subprocess.run([*SANDBOXER, "run", str(learned), "--audit", str(audit), "--", *sql],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0 and r.stdout == "42\n", r.stderr
+    records = validate_records(audit)
+    assert records[0]["mode"] == "enforce" and violations(records) == []
