@@ -94,7 +94,7 @@ NEVER_ACCESS = {"make_char": "creating character devices is never granted",
 CHANGES_PARENT = frozenset("creat link linkat mkdir mkdirat mknod mknodat rename renameat renameat2 rmdir "
                            "symlink symlinkat unlink unlinkat".split())
 WRITE_CALLS = frozenset(groups.expand(["@file-write"]))
-PATH_KEYS = ("path", "pathname", "filename", "oldpath", "newpath", "linkpath")
+PATH_KEYS = ("path", "pathname", "filename", "oldpath", "newpath", "linkpath", "fd_path")  # fd_path: calls on an open file
 # The entries a call creates or removes (rename: both; link: the new one; symlink: the link).
 ENTRY_KEYS = {"rename": ("oldpath", "newpath"), "renameat": ("oldpath", "newpath"),
               "renameat2": ("oldpath", "newpath"), "link": ("newpath",), "linkat": ("newpath",),

@@ -330,3 +330,9 @@ def test_flag_names_and_signal_names():
     assert D.flag_names(1 | 0x1000000000, D.MOUNT_FLAGS) == "MS_RDONLY|0x1000000000"
     assert D.signal_name(31) == "SIGSYS"
     assert D.signal_name(200) == "200"
+
+
+def test_calls_on_an_open_file_name_it(t):
+    t.fds[4] = "/srv/out/report.db-journal"
+    assert t.decode("fdatasync", 4) == {"fd": 4, "fd_path": "/srv/out/report.db-journal"}
+    assert t.decode("fchown", 4, 0, 0)["fd_path"] == "/srv/out/report.db-journal"

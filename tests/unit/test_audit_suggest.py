@@ -275,3 +275,10 @@ def test_merge_survives_foreign_suggestions() -> None:
 def test_yaml_scalar_round_trips(text: str) -> None:
     """A quoted or plain scalar reads back as the same string inside a flow mapping."""
     assert yaml.safe_load(f"{{k: {suggest.yaml_scalar(text)}}}") == {"k": text}
+
+
+def test_a_call_on_an_open_file_suggests_its_path():
+    """fdatasync(fd) on a file: the fd's path names the grant (a write grant on it)."""
+    cap, sug, never = for_syscall("fdatasync", {"fd": 4, "fd_path": "/srv/out/report.db"})
+    assert cap == "wasi:filesystem/preopens" and never is None
+    assert sug == "imports: {wasi:filesystem/preopens: [{path: /srv/out/report.db, access: write}]}"
