@@ -193,6 +193,8 @@ def test_no_internal_processes_refusal_explains_what_to_delegate(monkeypatch: py
         f"           sandboxer creates its leaf below {d} and never moves itself out of it, so delegating that "
         "cgroup (`systemd-run --user --scope -p Delegate=yes …`) does not help by itself: the launcher would "
         "still be one of its processes. cgroup2 lets only a cgroup without processes (or the hierarchy root) "
-        "enable controllers for its children: run sandboxer from the cgroup2 root, on a host with cgroup v1 "
-        "controllers, or set compat.cgroups: best-effort"
+        "enable controllers for its children. Let systemd hold the same limits around the whole run "
+        "(`systemd-run --user --scope -p MemoryMax=67108864 -p MemorySwapMax=0 -p TasksMax=16 -- sandboxer run "
+        "--best-effort …`), run sandboxer from the cgroup2 root or on a host with cgroup v1 controllers, or set "
+        "compat.cgroups: best-effort"
     )

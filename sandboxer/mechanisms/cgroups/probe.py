@@ -261,14 +261,32 @@ def _v2_refusal(host: CgroupHost, limit: str) -> str | None:
     return None
 
 
-def no_internal_processes_hint(host: CgroupHost) -> str:
+def systemd_properties(section: dict | None) -> str:
+    """The plan's limits as `systemd-run -p` properties (MemoryMax, MemorySwapMax, TasksMax, CPUQuota)."""
+    section = section or {}
+    props = []
+    if section.get("memory_max") is not None:
+        props.append(f"MemoryMax={section['memory_max']}")
+    if section.get("swap_max") is not None:
+        props.append(f"MemorySwapMax={section['swap_max']}")
+    if section.get("pids_max") is not None:
+        props.append(f"TasksMax={section['pids_max']}")
+    cpu = section.get("cpu") or {}
+    if cpu.get("period_us"):
+        props.append(f"CPUQuota={round(100 * cpu['quota_us'] / cpu['period_us'])}%")
+    return " ".join(f"-p {p}" for p in props) or "-p MemoryMax=…"
+
+
+def no_internal_processes_hint(host: CgroupHost, section: dict | None = None) -> str:
     """What to change when the launcher's own cgroup2 cgroup has the controllers but may not hand them down."""
     return (
         f"sandboxer creates its leaf below {host.v2_dir} and never moves itself out of it, so delegating that "
         "cgroup (`systemd-run --user --scope -p Delegate=yes …`) does not help by itself: the launcher would "
         "still be one of its processes. cgroup2 lets only a cgroup without processes (or the hierarchy root) "
-        "enable controllers for its children: run sandboxer from the cgroup2 root, on a host with cgroup v1 "
-        "controllers, or set compat.cgroups: best-effort"
+        "enable controllers for its children. Let systemd hold the same limits around the whole run "
+        f"(`systemd-run --user --scope {systemd_properties(section)} -- sandboxer run --best-effort …`), "
+        "run sandboxer from the cgroup2 root or on a host with cgroup v1 controllers, or set "
+        "compat.cgroups: best-effort"
     )
 
 
@@ -295,6 +313,6 @@ def plan_placement(host: CgroupHost, section: dict) -> Placement:
             continue
         reason = f"the {limit} limit cannot be enforced: {v2_why}, and {v1_why}"
         internal = limit in host.v2_available and host.v2_writable and not host.v2_can_enable
-        hint = no_internal_processes_hint(host) if internal else FIX_HINT
+        hint = no_internal_processes_hint(host, section) if internal else FIX_HINT
         out.append(LimitPlacement(limit, "none", reason, hint))
     return Placement(tuple(out))
