@@ -65,8 +65,8 @@ def landlock_violation(rec: dict) -> dict | None:
 class AuditSession:
     """The records of one supervised run."""
 
-    def __init__(self, spec: str | None, plan: dict, bpf: bytes) -> None:
-        self.sink = AuditSink.open(spec) if spec else None
+    def __init__(self, spec: str | None, plan: dict, bpf: bytes, *, sink: AuditSink | None = None) -> None:
+        self.sink = sink if sink is not None else AuditSink.open(spec) if spec else None
         self.complain = (plan.get("seccomp") or {}).get("violation") == "log"
         self.recorder = Recorder(plan, bpf, self.emit, complain=self.complain)
         self.lines = 0  # would-be violations written to stderr (complain mode without --audit)
@@ -74,6 +74,9 @@ class AuditSession:
         self._launch: dict | None = None
         self.feed = None  # the kernel audit feed, when Landlock denials can be read from it
         self._feed_note: tuple[bool, str] | None = None
+        # exit code → limit records the runtime knows of (a wasm trap at the epoch deadline, say), written
+        # before the exit record; the cgroup and wall-time ones come from finish() itself.
+        self.exit_limits = None
 
     def emit(self, type_: str, **fields: object) -> None:
         if self.sink is not None:
@@ -176,6 +179,8 @@ class AuditSession:
         if self.sink is not None:
             self.drain_feed(0.05)  # the kernel may queue the last denials just after the exit
             self._limits(cgroup, limits, timed_out)
+            for fields in self.exit_limits(exit_code) if self.exit_limits is not None else ():
+                self.sink.emit("limit", **fields)
             code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
             mem = (cgroup or {}).get("memory", {}).get("peak_bytes")

@@ -273,6 +273,10 @@ def _for_file_call(name: str, args: dict) -> tuple[str | None, str | None, str |
     return for_path(path, access)
 
 
+PROC_PID = ("a process's own /proc/PID files cannot be granted by path: the pid differs on every run, and a "
+            "rule on /proc/self would name the launcher")
+
+
 def for_path(path: str | None, access, *, directory: bool = False) -> tuple[str | None, str | None, str | None]:
     """(capability, suggest, never) for a denied file access.
 
@@ -293,6 +297,9 @@ def for_path(path: str | None, access, *, directory: bool = False) -> tuple[str 
         return PREOPENS, None, None  # a relative or missing path names no rule
     path = posixpath.normpath(path)
     path = "/" + path.lstrip("/")
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit():
+        return None, None, PROC_PID
     entries: dict[str, set[str]] = {}
     for right in access:
         if right in ACCESS_ON_SELF:

@@ -137,6 +137,8 @@ def _add(box: _Sandbox, rec: dict) -> None:
                           "cpu": {"user_s": cpu.get("user_s"), "sys_s": cpu.get("sys_s")},
                           "memory_peak_bytes": rec.get("memory_peak_bytes"), "tasks": rec.get("tasks"),
                           "violations_recorded": records.get("violations")})
+        if _str(rec.get("note")):
+            box.exits[-1]["note"] = rec["note"]  # e.g. refused before running
     else:
         box.other += 1  # a newer record type: readers ignore what they do not know
 
@@ -336,7 +338,7 @@ def _render_exit(e: dict) -> str:
     elif e["code"] is not None:
         how = f"code {e['code']}"
     else:
-        how = "unknown status"
+        how = e.get("note") or "unknown status"
     parts = [f"exit: {how}, sandboxer returned {e['exit_code']}"]
     if isinstance(e["duration_s"], (int, float)):
         parts.append(f"after {e['duration_s']:.3f} s")

@@ -63,6 +63,7 @@ class LaunchOptions:
         dry_run: bool = False,  # print what would be enforced on this host, start nothing
         manifest: str | None = None,  # for the audit launch record: the manifest path...
         manifest_sha256: str | None = None,  # ...and the sha256 of its content
+        session: Any = None,  # an AuditSession made by the caller (the wasm path), instead of one made here
     ) -> None:
         self.env_overrides: list[str] = [] if env_overrides is None else env_overrides
         self.keep_fds: list[int] = [] if keep_fds is None else keep_fds
@@ -73,6 +74,7 @@ class LaunchOptions:
         self.dry_run = dry_run
         self.manifest = manifest
         self.manifest_sha256 = manifest_sha256
+        self.session = session
 
 
 class Preparation:
@@ -555,8 +557,9 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
     Raises LaunchError (125 sandboxer, 126 not executable, 127 not found) when the workload
     could not be started; nothing is left running and the cgroup leaf is removed on every path.
     """
-    session = None
-    if bpf and not opts.dry_run and (opts.audit or (plan.get("seccomp") or {}).get("violation") == "log"):
+    session, own_session = opts.session, opts.session is None
+    if session is None and bpf and not opts.dry_run and (
+            opts.audit or (plan.get("seccomp") or {}).get("violation") == "log"):
         from sandboxer.audit.session import AuditSession  # a supervised run: --audit, or complain mode
 
         session = AuditSession(opts.audit, plan, bpf)
@@ -579,7 +582,7 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
             if prep.leaf is not None:
                 _remove_leaf(prep.leaf)
     finally:
-        if session is not None:
+        if session is not None and own_session:
             session.close()
 
 

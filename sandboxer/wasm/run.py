@@ -26,25 +26,25 @@ class ImportRefused(SandboxerError):
 
 
 def _audit(spec: str | None):
-    """The audit sink when --audit is given and sandboxer.audit.sink exists; else None."""
+    """The audit sink for --audit (a bad spec is a usage error, exit 2, before anything runs); else None."""
     if not spec:
         return None
-    try:
-        from ..audit.sink import AuditSink
-    except ImportError:
-        return None
-    try:
-        return AuditSink.open(spec)
-    except (OSError, ValueError):
-        return None
+    from ..audit.sink import AuditSink
+
+    return AuditSink.open(spec)
 
 
-def _emit(sink, type_: str, **fields) -> None:
-    if sink is not None:
-        try:
-            sink.emit(type_, **fields)
-        except Exception:  # an audit failure must not change the workload's outcome
-            pass
+def _import_violations(sink, missing: list, action: str) -> None:
+    """One violation record per import the manifest does not grant (mechanism wasi, source import-check)."""
+    if sink is None:
+        return
+    from ..audit.suggest import violation
+
+    for m in missing:
+        for item in m.items:
+            fields = violation("wasi", "import-check", action, wasi_import=m.capability or item)
+            fields["import"] = item
+            sink.emit("violation", **fields)
 
 
 def granted(plan: dict) -> set[str]:
@@ -140,18 +140,21 @@ def _dry_run_body() -> int:
 def _run(plan: dict, args, manifest: str, sink) -> int:
     from ..launch.run import LaunchOptions, compute_environment, launch
     from . import modcache
-    from .imports import render_missing, snippet
+    from .imports import render_missing
 
     path = args.command[0]
     data = read_module(path)
     kind, _items, missing = check_module(plan, path, manifest, data)
-    for m in missing:
-        _emit(sink, "violation", mechanism="wasi", capability=m.capability, imports=list(m.items),
-              action="refused" if not args.best_effort else "warned",
-              suggest=None if m.capability is None else snippet(m.capability))
+    refuse = bool(missing) and (not args.best_effort or any(m.capability is None for m in missing))
+    _import_violations(sink, missing, "refused" if refuse else "errno:ENOTCAPABLE")
     if missing:
         text = render_missing(missing, path, manifest)
-        if not args.best_effort or any(m.capability is None for m in missing):
+        if refuse:
+            if sink is not None:  # nothing ran: the exit record says what sandboxer returned, and why
+                sink.emit("exit", code=None, signal=None, exit_code=EXIT_USAGE, duration_s=0.0,
+                          cpu={"user_s": 0.0, "sys_s": 0.0}, memory_peak_bytes=None, tasks=None,
+                          records={"violations": sink.counts.get("violation", 0)},
+                          note="refused before running: the module imports what the manifest does not grant")
             raise ImportRefused(text + "\n  (or run with --best-effort: ungranted functions then fail with ENOTCAPABLE)")
         sys.stderr.write(f"sandboxer: warning: {text}\n  running anyway (--best-effort)\n")
     inprocess = os.environ.get(INPROCESS_ENV) == "inprocess"
@@ -186,27 +189,48 @@ def _run(plan: dict, args, manifest: str, sink) -> int:
         except (OSError, host.wasmtime.WasmtimeError) as e:  # not compilable, or an import wasmtime cannot link
             sys.stderr.write(f"sandboxer: cannot load {path}: {host.reason(e)}\n")
             return host.EXIT_HOST
-    _emit(sink, "launch", runtime="wasmtime", module=os.path.abspath(path), kind=kind,
-          host="inprocess" if inprocess else "confined")
-    if inprocess:
+    if inprocess:  # benchmarks only: no native confinement, so no launch/exit records either
         code = 0 if prepared is None else host.run_spec(spec, prepared.host)
     else:
         from .host_plan import cached_host_plan
 
         _check_single_threaded()
         host_plan, host_bpf = cached_host_plan(plan, use_cache=not args.no_cache)
+        session = None
+        if sink is not None and not args.dry_run:
+            from ..audit.session import AuditSession
+
+            session = AuditSession(None, host_plan, host_bpf, sink=sink)  # the host is supervised like a native run
+            session.exit_limits = lambda code: _limit_records(code, spec)
         opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=None,
-                             best_effort=args.best_effort, stats=args.stats, audit=None, dry_run=args.dry_run)
+                             best_effort=args.best_effort, stats=args.stats, audit=args.audit, dry_run=args.dry_run,
+                             manifest=manifest, manifest_sha256=_sha(manifest), session=session)
         # The child's "workload" is the body; argv is what --dry-run and error messages show.
         code = launch(host_plan, host_bpf, [spec["path"], *spec["argv"][1:]], opts,
                       body=_dry_run_body if prepared is None else prepared.run_body)
-    if code == 137:  # a limit stopped it: the deadline passed, or else linear memory hit the store limit
-        if spec["deadline"] is not None and time.monotonic() >= spec["deadline"]:
-            _emit(sink, "limit", kind="wall_time", limit=spec["wall_time_s"])
-        elif spec["memory_max"] is not None:
-            _emit(sink, "limit", kind="memory", limit=spec["memory_max"])
-    _emit(sink, "exit", code=code)
     return code
+
+
+def _sha(manifest: str) -> str | None:
+    try:
+        from ..cache import _sha256
+
+        return _sha256(manifest)
+    except OSError:
+        return None
+
+
+def _limit_records(code: int, spec: dict) -> list[dict]:
+    """137 from the host: the epoch deadline passed (wall time), or else linear memory hit the store limit."""
+    if code != 137:
+        return []
+    if spec["deadline"] is not None and time.monotonic() >= spec["deadline"]:
+        return [{"kind": "wall_time", "limit": spec["wall_time_s"], "count": None,
+                 "detail": f"the module was stopped at its epoch deadline after {spec['wall_time_s']:g} s"}]
+    if spec["memory_max"] is not None:
+        return [{"kind": "memory_max", "limit": spec["memory_max"], "count": None,
+                 "detail": "linear memory reached the store limit and the module trapped"}]
+    return []
 
 
 def check_or_raise(plan: dict, path: str, manifest: str) -> None:

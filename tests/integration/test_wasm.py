@@ -306,3 +306,30 @@ def _dump_bytes(tmp_path: Path, data: bytes) -> Path:
     p = tmp_path / "host.bpf"
     p.write_bytes(data)
     return p
+
+
+def test_audit_records_of_wasm_runs(tmp_path):
+    """--audit on the wasm path: the same launch/violation/limit/exit records as native runs, schema-valid."""
+    from tests.audit_schema import validate_records
+
+    audit = tmp_path / "audit.jsonl"
+    m = write_manifest(tmp_path, "  wasi:cli/stdout: {}\n  wasi:cli/stderr: {}\n")
+    assert run(m, str(WASM / "hello.wasm"), options=("--audit", str(audit))).returncode == 0
+    r = run(m, str(WASM / "env.wasm"), options=("--audit", str(audit)))
+    assert r.returncode == 2
+    r = run(m, str(WASM / "loop.wasm"), options=("--audit", str(audit), "--timeout", "0.5"))
+    assert r.returncode == 137
+    records = validate_records(audit)
+    runs: dict[str, list[dict]] = {}
+    for rec in records:
+        runs.setdefault(rec["id"], []).append(rec)
+    hello, refused, loop = runs.values()
+    assert [x["type"] for x in hello][0] == "launch" and hello[-1]["type"] == "exit" and hello[-1]["code"] == 0
+    assert hello[0]["command"][0] == str(WASM / "hello.wasm") and hello[0]["enforce"]["pidns"] is True
+    assert {x["import"] for x in refused if x["type"] == "violation"} == {
+        "wasi_snapshot_preview1.environ_get", "wasi_snapshot_preview1.environ_sizes_get"}
+    assert all(x["capability"] == "wasi:cli/environment" and x["action"] == "refused"
+               for x in refused if x["type"] == "violation")
+    assert refused[-1]["type"] == "exit" and refused[-1]["exit_code"] == 2
+    assert [x["kind"] for x in loop if x["type"] == "limit"] == ["wall_time"]
+    assert loop[-1]["type"] == "exit" and loop[-1]["exit_code"] == 137

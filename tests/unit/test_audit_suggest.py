@@ -282,3 +282,10 @@ def test_a_call_on_an_open_file_suggests_its_path():
     cap, sug, never = for_syscall("fdatasync", {"fd": 4, "fd_path": "/srv/out/report.db"})
     assert cap == "wasi:filesystem/preopens" and never is None
     assert sug == "imports: {wasi:filesystem/preopens: [{path: /srv/out/report.db, access: write}]}"
+
+
+def test_per_process_proc_files_are_never_granted_by_path():
+    """/proc/1586/cgroup names one run's process: no manifest line can grant it, and the record says why."""
+    cap, sug, never = for_path("/proc/1586/cgroup", ["read_file"])
+    assert (cap, sug) == (None, None) and "pid differs on every run" in never
+    assert for_path("/proc/cpuinfo", ["read_file"])[1] == "imports: {wasi:filesystem/preopens: [{path: /proc/cpuinfo, access: read}]}"
