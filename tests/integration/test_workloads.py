@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -28,9 +30,17 @@ def manifest(tmp_path: Path, example: str, **paths: Path) -> Path:
     return out
 
 
-def run(m: Path, *cmd: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 120):
-    return subprocess.run([*SANDBOXER, "run", str(m), "--", *cmd], input=stdin, capture_output=True,
-                          text=True, cwd=cwd or REPO, timeout=timeout)
+def run(m: Path, *cmd: str, stdin: str | None = None, cwd: Path | None = None, timeout: float = 120,
+        expected: frozenset[str] = frozenset()):
+    """Run under the manifest with --audit: no call may be refused but the `expected` syscalls (documented in the example)."""
+    with tempfile.TemporaryDirectory() as d:
+        audit = Path(d) / "audit.jsonl"
+        r = subprocess.run([*SANDBOXER, "run", str(m), "--audit", str(audit), "--", *cmd], input=stdin,
+                           capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout)
+        refused = [json.loads(line) for line in audit.read_text().splitlines() if '"type":"violation"' in line]
+    refused = [v for v in refused if (v.get("syscall") or {}).get("name") not in expected]
+    assert refused == [], f"false denials under {m.name}: {refused}"
+    return r
 
 
 def test_python_reads_csv_and_writes_report(tmp_path):
@@ -90,7 +100,7 @@ def test_sqlite3_writes_a_database(tmp_path):
     db.mkdir()
     m = manifest(tmp_path, "sqlite.yaml", **{"/work/db": db})
     sql = "create table t(x); insert into t values (1),(2),(3); select sum(x) from t;\n"
-    r = run(m, "/usr/bin/sqlite3", str(db / "test.db"), stdin=sql)
+    r = run(m, "/usr/bin/sqlite3", str(db / "test.db"), stdin=sql, expected=frozenset({"socket"}))  # see the example
     assert r.returncode == 0, r.stderr
     assert r.stdout == "6\n"
     assert (db / "test.db").stat().st_size > 0
