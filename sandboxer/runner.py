@@ -165,3 +165,9 @@ def main(argv: list[str]) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug: say so in one line (the workload was killed on the way out)
+        if os.environ.get("SANDBOXER_DEBUG"):
+            raise
+        sys.stderr.write(f"sandboxer: internal error: {type(e).__name__}: {e}\n"
+                         "           (a bug in sandboxer: SANDBOXER_DEBUG=1 shows the traceback)\n")
+        return 125

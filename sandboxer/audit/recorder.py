@@ -87,13 +87,19 @@ class Recorder:
         n = listener.recv()
         if n is None:
             return  # the thread was killed meanwhile: nothing to answer
-        value = self._answers.get(n.nr) if n.nr not in self._checked else None
-        if value is None:
-            value = run_filter(self.program, n.nr, n.arch, n.args, n.instruction_pointer)[0]
-            if n.nr not in self._checked:
-                self._answers[n.nr] = value
+        try:
+            value = self._answers.get(n.nr) if n.nr not in self._checked else None
+            if value is None:
+                value = run_filter(self.program, n.nr, n.arch, n.args, n.instruction_pointer)[0]
+                if n.nr not in self._checked:
+                    self._answers[n.nr] = value
+        except Exception:  # noqa: BLE001 - a bug here must not let the call through: refuse it
+            value = _ERRNO | _errno.EPERM
         action = value & _ACTION
-        call = decode(n, sock_info=notify.socket_info)
+        try:
+            call = decode(n, sock_info=notify.socket_info)
+        except Exception as e:  # noqa: BLE001 - evidence only: answer anyway, say what went wrong
+            call = {"name": f"syscall_{n.nr}", "nr": n.nr, "args": {"decode_error": f"{type(e).__name__}: {e}"}}
         trusted = listener.id_valid(n.id)  # after the reads: they came from the blocked thread
         if action == _ERRNO:
             err = value & 0xFFFF
@@ -111,7 +117,11 @@ class Recorder:
             listener.respond(n.id, continue_=True)
             self._record(n, call, trusted, "allow", would_deny=True)
         elif action == _ALLOW:
-            misses = would_deny(call, self.files, self.ports) if trusted else ()  # before the call runs
+            try:
+                misses = would_deny(call, self.files, self.ports) if trusted else ()  # before the call runs
+            except Exception as e:  # noqa: BLE001 - complain mode lets it run; the record says it was not judged
+                misses = ()
+                self._fallback(n, call, "allow", True, e)
             listener.respond(n.id, continue_=True)
             for miss in misses:
                 self._record_access(n, call, miss)
@@ -119,7 +129,21 @@ class Recorder:
             listener.respond(n.id, error=_errno.EPERM)
             self._record(n, call, trusted, "errno:EPERM", would_deny=False)
 
+    def _fallback(self, n: notify.Notification, call: dict, action: str, would_deny: bool, error: Exception) -> None:
+        """A record with what is certain (pid, call, action) when building the full one failed: none is lost."""
+        self.recorded += 1
+        self.emit("violation", mechanism="seccomp", source="seccomp-notify", pid=n.pid, exe=None,
+                  syscall={"name": call.get("name") or f"syscall_{n.nr}", "nr": n.nr, "args": {}}, path=None,
+                  access=None, port=None, action=action, would_deny=would_deny, capability=None, suggest=None,
+                  never=None, note=f"record incomplete: {type(error).__name__}: {error}")
+
     def _record(self, n: notify.Notification, call: dict, trusted: bool, action: str, *, would_deny: bool) -> None:
+        try:
+            self._full_record(n, call, trusted, action, would_deny=would_deny)
+        except Exception as e:  # noqa: BLE001 - the answer is given; the record must still be written
+            self._fallback(n, call, action, would_deny, e)
+
+    def _full_record(self, n: notify.Notification, call: dict, trusted: bool, action: str, *, would_deny: bool) -> None:
         args = call["args"] if trusted else {"unverified": True}
         fields = violation("seccomp", "seccomp-notify", action, pid=n.pid, exe=_exe(n.pid), syscall=call["name"],
                            nr=call["nr"], args=args, path=_path(args) if trusted else None, would_deny=would_deny)
@@ -127,6 +151,12 @@ class Recorder:
         self.emit("violation", **fields)
 
     def _record_access(self, n: notify.Notification, call: dict, miss: dict) -> None:
+        try:
+            self._full_record_access(n, call, miss)
+        except Exception as e:  # noqa: BLE001 - the answer is given; the record must still be written
+            self._fallback(n, call, "allow", True, e)
+
+    def _full_record_access(self, n: notify.Notification, call: dict, miss: dict) -> None:
         args = dict(call["args"], syscall=call["name"])
         if "port" in miss:
             fields = violation("landlock", "observe", "allow", pid=n.pid, exe=_exe(n.pid), args=args,
