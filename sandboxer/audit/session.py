@@ -62,6 +62,23 @@ def landlock_violation(rec: dict) -> dict | None:
     return violation("landlock", "kernel-audit", "deny", pid=pid, path=path, access=rights, directory=directory)
 
 
+
+
+
+def writable_by_workload(path: str, landlock_section: dict) -> str | None:
+    """The plan rule (path) under which the workload could change or replace `path`, or None."""
+    real = os.path.realpath(path)
+    parent = os.path.dirname(real)
+    for rule in landlock_section.get("paths", ()):
+        root = os.path.realpath(rule["path"])
+        rights = set(rule.get("access", ()))
+        on_file = real == root or real.startswith(root.rstrip("/") + "/")
+        on_dir = parent == root or parent.startswith(root.rstrip("/") + "/")
+        if on_file and rights & {"write_file", "truncate"} or on_dir and rights & {"remove_file", "make_reg", "refer"}:
+            return rule["path"]
+    return None
+
+
 class AuditSession:
     """The records of one supervised run."""
 

@@ -566,6 +566,13 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
     try:
         prep = prepare(plan, bpf, argv, opts, body=body, session=session)
         try:
+            if opts.audit and opts.audit != "-" and not opts.audit.startswith("fd:") and prep.ruleset is not None:
+                from sandboxer.audit.session import writable_by_workload
+
+                where = writable_by_workload(opts.audit, plan.get("landlock") or {})
+                if where is not None:
+                    prep.warnings.append(f"the audit file {opts.audit} is inside {where}, which the workload may "
+                                         "write: it could alter or remove its own records; keep it outside the grants")
             for w in prep.warnings:
                 _warn(w)
             if opts.dry_run:

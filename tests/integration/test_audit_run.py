@@ -451,3 +451,14 @@ def test_complain_then_suggest_gives_a_manifest_that_runs_clean(tmp_path):
     assert r.returncode == 0 and r.stdout == "42\n", r.stderr
     records = validate_records(audit)
     assert records[0]["mode"] == "enforce" and violations(records) == []
+
+
+def test_an_audit_file_the_workload_could_rewrite_is_warned_about(tmp_path):
+    """--audit inside a writable preopen: the run goes on, with a warning that the records could be tampered with."""
+    audit = tmp_path / "work" / "audit.jsonl"
+    r = run(manifest(tmp_path), audit, "print('ok')")
+    assert r.returncode == 0 and r.stdout == "ok\n"
+    assert (f"sandboxer: warning: the audit file {audit} is inside {tmp_path / 'work'}, which the workload may "
+            "write: it could alter or remove its own records; keep it outside the grants") in r.stderr
+    r = run(manifest(tmp_path), tmp_path / "audit.jsonl", "print('ok')")
+    assert "warning" not in r.stderr
