@@ -204,8 +204,9 @@ def import_oci_cmd(profile: Path = typer.Argument(..., help="an OCI/Docker secco
 def audit(file: str = typer.Argument(..., help="audit records (JSON lines) from `sandboxer run --audit`; - for stdin"),
           as_json: bool = typer.Option(False, "--json", help="the summary as JSON (with --follow: each record)"),
           follow: bool = typer.Option(False, "--follow", "-f", help="keep reading appended records until Ctrl-C"),
-          suggest: bool = typer.Option(False, "--suggest", help="print the manifest patch that allows everything recorded")) -> None:
+          suggest: bool = typer.Option(False, "--suggest", help="print the manifest patch that allows everything recorded"),
+          sandbox: Optional[str] = typer.Option(None, "--id", help="only the records of this sandbox (its id or a prefix)")) -> None:
     """Summarise audit records: violations by capability with suggestions, limits hit, exits."""
     from .audit.cli import main as audit_main
 
-    raise typer.Exit(audit_main(file, as_json=as_json, follow=follow, suggest=suggest))
+    raise typer.Exit(audit_main(file, as_json=as_json, follow=follow, suggest=suggest, sandbox=sandbox))

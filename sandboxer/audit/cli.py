@@ -18,7 +18,7 @@ POLL_S = 0.2
 
 
 def main(file: str, *, as_json: bool = False, follow: bool = False, suggest: bool = False,
-         stop=None, poll_s: float = POLL_S) -> int:
+         stop=None, poll_s: float = POLL_S, sandbox: str | None = None) -> int:
     """Run the command; `stop()` returning True ends --follow (tests), as SIGINT does."""
     try:
         if suggest and (as_json or follow):
@@ -44,6 +44,11 @@ def main(file: str, *, as_json: bool = False, follow: bool = False, suggest: boo
         sys.stderr.write(f"sandboxer: cannot read {file}: {e.strerror or e}\n")
         return EXIT_USAGE
     _report_skipped(file, reader)
+    if sandbox:  # a sandbox id, or its first characters as the summary prints them
+        records = [r for r in records if str(r.get("id", "")).startswith(sandbox)]
+        if not records:
+            sys.stderr.write(f"sandboxer: {file}: no records of sandbox {sandbox}\n")
+            return EXIT_USAGE
     if suggest:
         sys.stdout.write(merge_suggestions(r for r in records if r.get("type") == "violation"))
         return 0

@@ -299,3 +299,16 @@ def test_follow_process_exits_0_on_a_real_sigint(tmp_path: Path) -> None:
     assert first.startswith("09:26:53.100 4f3a9c0e launch ")
     assert proc.returncode == 0 and err == ""
     assert "sandbox 4f3a9c0e12d7b865: python3 fetch.py --db db.internal" in out
+
+
+def test_id_selects_one_sandbox(capsys):
+    """--id keeps the records of one sandbox (a prefix is enough); an unknown id is a usage error."""
+    from sandboxer.audit.cli import main
+
+    lines = FIXTURE.read_text().splitlines()
+    first = next(json.loads(x)["id"] for x in lines if x.startswith("{") and x.endswith("}"))
+    assert main(str(FIXTURE), as_json=True, sandbox=first[:8]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [s["id"] for s in out["sandboxes"]] == [first]
+    assert main(str(FIXTURE), sandbox="ffffffff") == 2
+    assert "no records of sandbox ffffffff" in capsys.readouterr().err
