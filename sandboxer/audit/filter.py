@@ -27,15 +27,15 @@ OBSERVED = frozenset(
 def notify_section(section: dict, *, complain: bool) -> dict:
     """The section with refusals (and, in complain mode, the observed calls) turned into notifications.
 
-    Refusals are the plan's `violation` action plus, in complain mode, the explicit errno:EPERM the
-    compiler keeps for what no capability grants (ptrace, mount, TIOCSTI…): they are recorded, then
-    still refused. Designed fallbacks that are not violations (clone3 → ENOSYS so libc uses clone,
-    unknown numbers → ENOSYS) stay as they are.
+    Refusals are the plan's `violation` action plus, in complain mode, every explicit errno:EPERM: the
+    compiler keeps those for what no capability grants even there (ptrace, mount, TIOCSTI, clone with
+    CLONE_NEW*…): they are recorded, then still refused. Designed fallbacks that are not violations
+    (clone3 → ENOSYS so libc uses clone, unknown numbers → ENOSYS) stay as they are.
     """
     syscalls = []
     for entry in section["syscalls"]:
         e = dict(entry)
-        if complain and "never" in e.get("because", ()):
+        if complain and e["action"] == "errno:EPERM":
             e["action"] = "violation"
         if e.get("rules"):
             e["rules"] = [dict(r, action="violation") if complain and r["action"] == "errno:EPERM" else r

@@ -334,15 +334,18 @@ def parent_handoff(pid: int, report_r: int, ack_w: int) -> Listener:
 
 # --- the target's memory -----------------------------------------------------------------------
 
-_mem_fds: dict = {}  # pid → fd of /proc/PID/mem
+_mem_fds: dict = {}  # pid → fd of /proc/PID/mem, most recently used last
+_MEM_FDS_MAX = 16  # bounded: a workload with thousands of short-lived processes must not use up our fds
 _PAGE = 4096
 
 
 def _mem_fd(pid: int) -> int:
-    fd = _mem_fds.get(pid)
+    fd = _mem_fds.pop(pid, None)
     if fd is None:
+        if len(_mem_fds) >= _MEM_FDS_MAX:
+            os.close(_mem_fds.pop(next(iter(_mem_fds))))  # the least recently used
         fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-        _mem_fds[pid] = fd
+    _mem_fds[pid] = fd
     return fd
 
 

@@ -96,6 +96,16 @@ def export_oci(section: dict) -> dict:
             if act != default:  # the excluded values would fall to defaultAction: say theirs explicitly
                 entries += [{"names": [sc["name"]], **act, "args": [_arg(c) for c in r["when"]],
                              "comment": r.get("why", "")} for r in rules]
+        elif (fallback.startswith("errno:") and rules[-1]["action"] == "violation" and default == _action(
+                "violation", violation) and all(r["action"] == "allow" for r in rules[:-1])):
+            # Complain mode's clone: allowed shapes, then "anything else without the masked bits" falls
+            # to defaultAction (the violation action), and the rest gets the fallback's errno: entries
+            # covering every value of the last rule's argument except its own.
+            for r in rules[:-1]:
+                entries.append({"names": [sc["name"]], "action": "SCMP_ACT_ALLOW",
+                                "args": [_arg(c) for c in r["when"]], "comment": r.get("why", "")})
+            entries += _allow_except(sc["name"], rules[-1:], _action(fallback, violation),
+                                     comment=sc.get("why") or "refused whatever the violation action")
         else:
             raise NotExpressible(f"{sc['name']}: mixed rule actions")
     out = [{"names": sorted(names), **dict(act)} for act, names in sorted(plain.items())]
@@ -103,8 +113,9 @@ def export_oci(section: dict) -> dict:
     return profile
 
 
-def _allow_except(name: str, rules: list[dict]) -> list[dict]:
-    """Allow entries covering every value of one 32-bit argument except the denied ones."""
+def _allow_except(name: str, rules: list[dict], act: dict | None = None, comment: str | None = None) -> list[dict]:
+    """Entries with action `act` (allow by default) covering every value of one 32-bit argument except the rules' ones."""
+    act = act or {"action": "SCMP_ACT_ALLOW"}
     conds = [r["when"] for r in rules]
     if any(len(c) != 1 for c in conds) or len({c[0]["arg"] for c in conds}) != 1:
         raise NotExpressible(f"{name}: deny rules must test one argument")
@@ -119,7 +130,7 @@ def _allow_except(name: str, rules: list[dict]) -> list[dict]:
     entries = []
     for pmask, pvalue in complement_prefixes(denied, len(bits)):
         m, v = _expand(pmask, bits), _expand(pvalue, bits)
-        entry = {"names": [name], "action": "SCMP_ACT_ALLOW", "comment": f"all but: {why}"}
+        entry = {"names": [name], **act, "comment": comment or f"all but: {why}"}
         if m:
             entry["args"] = [{"index": arg, "value": m, "valueTwo": v, "op": "SCMP_CMP_MASKED_EQ"}]
         entries.append(entry)

@@ -171,10 +171,12 @@ def supervise(
         exited = False
         while not exited:
             events = poller.poll(_remaining(deadline))  # PEP 475: retried after forwarded signals
+            # On every pass, not only on a timeout: a workload that keeps the listener busy with refused
+            # calls must not outlive its wall time.
+            if deadline is not None and time.monotonic() >= deadline:
+                timed_out, deadline = True, None
+                kill()  # then wait for the exit it causes
             if not events:
-                if deadline is not None and time.monotonic() >= deadline:
-                    timed_out, deadline = True, None
-                    kill()  # then wait for the exit it causes
                 continue
             for fd, ev in events:  # in registration order: the report before the exit
                 if fd == err_fd:

@@ -42,7 +42,7 @@ import marshal
 import os
 
 HOST = "sandboxer:wasm-host"
-HOST_PLAN_FORMAT = 2  # bump when derive_host_plan changes what it produces (the host-plan cache key)
+HOST_PLAN_FORMAT = 3  # bump when derive_host_plan changes what it produces (the host-plan cache key)
 HOST_MEMORY_OVERHEAD = 128 * 1024 * 1024
 HOST_WALL_GRACE_S = 2.0
 HOST_THREADS = 32
@@ -81,11 +81,14 @@ def _seccomp(section: dict) -> None:
             entries[name] = {"name": name, "nr": tbl.SYSCALLS[name], "action": "allow", "because": [HOST]}
         elif name in entries and entries[name].get("action") != "allow" and "rules" not in entries[name]:
             entries[name] = dict(entries[name], action="allow", because=[*entries[name]["because"], HOST])
+    # Refused even in complain mode (where "violation" lets calls run): errno, and "never" so a supervised
+    # run still records them (audit/filter.py).
+    refused = "errno:EPERM" if section.get("violation") == "log" else "violation"
     for name in HOST_SECCOMP_REFUSED:
         if name in tbl.SYSCALLS:
-            entries[name] = {"name": name, "nr": tbl.SYSCALLS[name], "action": "violation", "because": [HOST]}
+            entries[name] = {"name": name, "nr": tbl.SYSCALLS[name], "action": refused, "because": [HOST, "never"]}
     if "clone" not in entries:
-        entries["clone"] = {"name": "clone", "nr": tbl.SYSCALLS["clone"], "action": "violation", "because": [HOST],
+        entries["clone"] = {"name": "clone", "nr": tbl.SYSCALLS["clone"], "action": refused, "because": [HOST],
                             "rules": [{"when": [{"arg": 0, "op": "masked_eq", "value": CLONE_THREAD,
                                                  "mask": CLONE_NEW_MASK | CLONE_THREAD, "width": 32}],
                                        "action": "allow", "why": "the wasm host's threads (epoch timer, I/O pool) only"}]}

@@ -462,3 +462,28 @@ def test_an_audit_file_the_workload_could_rewrite_is_warned_about(tmp_path):
             "write: it could alter or remove its own records; keep it outside the grants") in r.stderr
     r = run(manifest(tmp_path), tmp_path / "audit.jsonl", "print('ok')")
     assert "warning" not in r.stderr
+
+
+NAMESPACES = r"""
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # clone(CLONE_NEWUSER | SIGCHLD)
+if pid == 0:
+    os._exit(0)
+print("clone(CLONE_NEWUSER)", "ok" if pid > 0 else errno.errorcode[ctypes.get_errno()])
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+print("fork", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_complain_mode_still_refuses_new_namespaces(tmp_path):
+    """on-violation: log lets an ungranted fork run (recorded) but clone with CLONE_NEWUSER stays EPERM (recorded, never)."""
+    audit = tmp_path / "audit.jsonl"
+    r = run(manifest(tmp_path, on_violation="log"), audit, NAMESPACES)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["clone(CLONE_NEWUSER) EPERM", "fork 0"]
+    clones = [v for v in violations(validate_records(audit)) if (v["syscall"] or {}).get("name") == "clone"]
+    assert [(v["action"], v["would_deny"]) for v in clones] == [("errno:EPERM", False), ("allow", True)]
+    assert clones[0]["never"] and clones[1]["capability"] == "sandboxer:process/spawn"

@@ -98,6 +98,8 @@ SYNTHETIC = {
     "everything-kill": EVERY_CAPABILITY + "on-violation: kill\n",
     "everything-log": EVERY_CAPABILITY + "on-violation: log\n",
     "everything-deny": EVERY_CAPABILITY,
+    "nothing-log": "sandboxer: 1\non-violation: log\nimports: {wasi:cli/stdout: {}}\n",
+    "spawn-log": "sandboxer: 1\non-violation: log\nimports: {sandboxer:process/spawn: {}}\n",
 }
 MANIFESTS = [*(f"examples/{p.name}" for p in sorted((ROOT / "examples").glob("*.yaml"))),
              *(f"profiles/{p.name}" for p in sorted((ROOT / "profiles").glob("*.yaml"))),

@@ -90,6 +90,15 @@ def _checked_calls(policy: Policy) -> dict[str, dict]:
             {"when": when, "action": "allow",
              "why": "new processes or threads, never new namespaces" if spawn and threads else
              "new processes, never threads or namespaces" if spawn else "new threads only, never namespaces"}]}
+    if policy.on_violation == "log":
+        # Complain mode lets would-be violations run, but new namespaces are never granted (unshare and
+        # setns are on the never list): clone with a CLONE_NEW* flag stays refused.
+        entry = out.get("clone") or {"action": "violation", "because": [RUNTIME], "rules": []}
+        entry["rules"] = [*entry["rules"], {"when": [_cond(0, "masked_eq", 0, CLONE_NEW_MASK)], "action": "violation",
+                                            "why": "complain mode: recorded, then run"}]
+        entry["action"] = "errno:EPERM"
+        entry["why"] = "clone with a CLONE_NEW* flag: new namespaces are never granted"
+        out["clone"] = entry
 
     families: list[tuple[int, int | None, str]] = []
     if policy.has("wasi:sockets/tcp"):
