@@ -25,18 +25,57 @@ def cache_root() -> str:
     return os.path.join(base, "sandboxer", "plans")
 
 
+# Cached plans, filters and compiled modules are policy (and, for wasm, native code that is run):
+# a cache anybody else could write to is not used. The rules, checked on every use:
+# - every directory from the entry's up to / is owned by us or root, and is not writable by group or
+#   others unless it is sticky (/tmp): nobody else can swap an entry or plant a symlink in its path;
+# - an entry is a regular file with one link, owned by us, not group/other-writable, opened without
+#   following a symlink;
+# - a new entry is written to a fresh O_EXCL|O_NOFOLLOW temporary file and renamed into place.
+_trusted_dirs: dict[str, bool] = {}  # per process: one launch checks each directory once
+
+
+def trusted_dir(path: str) -> bool:
+    """Does nobody but us (and root) control `path` and every directory above it?"""
+    real = os.path.realpath(path)
+    if _trusted_dirs.get(real):
+        return True  # only a positive answer is remembered: a directory may be created meanwhile
+    uid, d, ok = os.geteuid(), real, True
+    while ok:
+        try:
+            st = os.lstat(d)
+        except OSError:
+            ok = False
+            break
+        sticky_shared = st.st_mode & 0o1000 and d != real
+        ok = stat_isdir(st.st_mode) and st.st_uid in (0, uid) and (not st.st_mode & 0o022 or sticky_shared)
+        if d == "/":
+            break
+        d = os.path.dirname(d)
+    if ok:
+        _trusted_dirs[real] = True
+    return bool(ok)
+
+
+def stat_isdir(mode: int) -> bool:
+    return mode & 0o170000 == 0o040000
+
+
 def read_trusted(path: str) -> bytes | None:
-    """The file's bytes if it is ours and nobody else can write it (a cached filter is policy), else None."""
+    """The entry's bytes if the rules above hold for it, else None (the caller rebuilds it)."""
+    if not trusted_dir(os.path.dirname(path)):
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        if (st.st_mode & 0o170000 != 0o100000 or st.st_nlink != 1 or st.st_uid != os.geteuid()
+                or st.st_mode & 0o022 or st.st_size == 0):
             return None
         chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        while chunk := os.read(fd, max(st.st_size, 1 << 16)):
             chunks.append(chunk)
         return b"".join(chunks)
     except OSError:
@@ -45,22 +84,29 @@ def read_trusted(path: str) -> bytes | None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Best effort (a read-only cache only costs speed): write a temporary file, rename it into place."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+def write_atomic(path: str, data: bytes) -> bool:
+    """Best effort (a cache that cannot be written only costs speed): False when nothing was written."""
+    parent = os.path.dirname(path)
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        if not trusted_dir(parent):
+            return False
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        return True
     except OSError:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        return False
 
 
 def _sha256(path: str) -> str:

@@ -11,7 +11,6 @@ by us and not writable by group or others.
 from __future__ import annotations
 
 import os
-import stat
 
 try:  # the builtin module: hashlib would first load OpenSSL (~2.5 ms on every run)
     from _sha256 import sha256 as _sha256
@@ -63,34 +62,15 @@ def prepare_entry(sha256: str, settings: str, root: str | None = None, runtime: 
 
 
 def usable(path: str) -> bool:
-    """A cache file we may map: regular, ours, not group/other-writable."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and st.st_size > 0)
+    """A cache file we may map (sandboxer.cache's rules: ours, regular, one link, trusted directories)."""
+    return read_entry(path) is not None
 
 
 def read_entry(path: str) -> bytes | None:
-    """The cache file's bytes when we may map them (usable(), checked on the open file), else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
-                and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and st.st_size > 0):
-            return None
-        chunks = []
-        while chunk := os.read(fd, max(st.st_size, 1 << 16)):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    """The cache file's bytes when the cache rules hold (sandboxer.cache.read_trusted), else None."""
+    from ..cache import read_trusted
+
+    return read_trusted(path)
 
 
 def store(entry_dir: str, data: bytes) -> None:
@@ -99,16 +79,12 @@ def store(entry_dir: str, data: bytes) -> None:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write `data` to `path` (mode 0600) through a temporary name and a rename."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    """Write `data` to `path` (0600) through an O_EXCL|O_NOFOLLOW temporary file and a rename;
+    OSError when the cache directory is not ours alone (sandboxer.cache.write_atomic)."""
+    from ..cache import write_atomic as _write
+
+    if not _write(path, data):
+        raise OSError(f"cannot write the cache entry {path} (unwritable, or a directory others control)")
 
 
 def sha256_hex(data: bytes) -> str:

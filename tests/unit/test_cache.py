@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +48,38 @@ def test_changed_base_profile_is_not_served_stale(tmp_path):
     assert _load(m, tmp_path / "cache")[2] == "-"
     base.write_text("sandboxer: 1\nname: base\nimports: {wasi:random/random: {}}\n")
     assert _load(m, tmp_path / "cache")[2] != "-"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a directory to another user")
+def test_a_cache_another_user_controls_is_neither_read_nor_written(tmp_path):
+    """A cache root inside a directory another user owns (sudo -E with a user's HOME): no entry is trusted,
+    nothing is written through a symlink planted there, and the run still works (it compiles instead)."""
+    from sandboxer import cache
+
+    home = tmp_path / "alice"
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    root = home / "sandboxer" / "plans"
+    root.mkdir(parents=True)
+    for pid in range(os.getpid() - 5, os.getpid() + 50):
+        for name in ("x",):
+            (root / f"{name}.{pid}.tmp").symlink_to(victim)
+    assert not cache.trusted_dir(str(root))
+    assert cache.write_atomic(str(root / "x"), b"data") is False
+    assert victim.read_text() == "precious\n"
+    entry = root / "planted"
+    entry.write_bytes(b"policy")
+    assert cache.read_trusted(str(entry)) is None
+
+
+def test_an_entry_with_two_links_is_not_read(tmp_path):
+    """A hard link could make one entry answer for another: entries must have exactly one link."""
+    from sandboxer import cache
+
+    d = tmp_path / "c"
+    assert cache.write_atomic(str(d / "a"), b"policy")
+    assert cache.read_trusted(str(d / "a")) == b"policy"
+    os.link(d / "a", d / "b")
+    assert cache.read_trusted(str(d / "a")) is None and cache.read_trusted(str(d / "b")) is None
