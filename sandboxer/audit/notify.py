@@ -113,6 +113,7 @@ SECCOMP_IOCTL_NOTIF_ID_VALID = _ioc(_IOC_WRITE, 2, 8)  # 0x40082102
 
 _ioctl = libc.function("ioctl", libc.c_int, libc.c_int, libc.c_ulong, libc.c_void_p)
 _syscall3 = libc.function("syscall", libc.c_long, libc.c_long, libc.c_long, libc.c_long, libc.c_long)
+_syscall4 = libc.function("syscall", libc.c_long, libc.c_long, libc.c_long, libc.c_long, libc.c_long, libc.c_long)
 _getsockopt = libc.function("getsockopt", libc.c_int, libc.c_int, libc.c_int, libc.c_int, libc.c_void_p,
                             libc.c_void_p)
 _memset = libc.function("memset", libc.c_void_p, libc.c_void_p, libc.c_int, libc.c_size_t)
@@ -272,6 +273,15 @@ def pidfd_open(pid: int, flags: int = 0) -> int:
     if fd < 0:
         raise _oserror("pidfd_open()")
     return fd
+
+
+_NR_PIDFD_SEND_SIGNAL = 424
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    """Signal the task the pidfd refers to (no pid reuse race)."""
+    if _syscall4(_NR_PIDFD_SEND_SIGNAL, pidfd, sig, 0, 0) < 0:
+        raise _oserror("pidfd_send_signal()")
 
 
 def pidfd_getfd(pidfd: int, targetfd: int) -> int:

@@ -32,6 +32,8 @@ _ACTION = 0xFFFF0000
 _ERRNO, _LOG, _ALLOW = 0x00050000, 0x7FFC0000, 0x7FFF0000
 _KILLS = (0x80000000, 0x00000000)  # KILL_PROCESS, KILL_THREAD
 _PATH_KEYS = ("path", "pathname", "filename", "oldpath")
+FOLD_AFTER = 1000  # identical violations written one by one before the rest are counted
+RECORDS_MAX = 100_000  # violation records per run before everything is counted
 
 
 def _exe(pid: int) -> str | None:
@@ -39,6 +41,22 @@ def _exe(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return None
+
+
+def _kill(listener: notify.Listener, n: notify.Notification) -> None:
+    """SIGKILL the notifying thread's process without a pid-reuse race: a pidfd taken while the id is still
+    valid (the thread is blocked in the call, so the tid is still its own) cannot hit another process."""
+    try:
+        pidfd = notify.pidfd_open(n.pid, notify.PIDFD_THREAD)
+    except OSError:
+        return  # gone already
+    try:
+        if listener.id_valid(n.id):
+            notify.pidfd_send_signal(pidfd, signal.SIGKILL)  # a fatal signal takes the whole thread group
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
 
 
 def _path(args: dict) -> str | None:
@@ -64,6 +82,8 @@ class Recorder:
         self._checked = frozenset(e["nr"] for e in (plan.get("seccomp") or {}).get("syscalls", ()) if e.get("rules"))
         self._answers: dict[int, int] = {}
         self.recorded = 0
+        self.folded = 0  # violations counted into a folded record instead of written one by one
+        self._seen: dict[tuple, list] = {}  # fold key → [records written, folded since, last fields]
         self.killed = False  # a call the plan kills for was made: the run reports 159, as a seccomp kill
 
     def _load(self) -> None:
@@ -108,10 +128,7 @@ class Recorder:
         elif action in _KILLS:
             self.killed = True
             self._record(n, call, trusted, "kill", would_deny=False)
-            try:
-                os.kill(n.pid, signal.SIGKILL)  # a tid: the signal takes its whole thread group
-            except ProcessLookupError:
-                pass
+            _kill(listener, n)
             listener.respond(n.id, error=_errno.EPERM)  # ENOENT once the kill landed: returns False
         elif action == _LOG:
             listener.respond(n.id, continue_=True)
@@ -129,13 +146,42 @@ class Recorder:
             listener.respond(n.id, error=_errno.EPERM)
             self._record(n, call, trusted, "errno:EPERM", would_deny=False)
 
+    def _write(self, fields: dict) -> None:
+        """Write a violation record, or fold it: after FOLD_AFTER identical ones (same call, action,
+        object and program) the rest are only counted, and flush_folded() writes one record saying how
+        many. A workload looping on a refused call cannot fill the disk; nothing is lost silently."""
+        sc = fields.get("syscall") or {}
+        args = sc.get("args") or {}
+        key = (fields.get("mechanism"), sc.get("name"), fields.get("action"), fields.get("exe"), fields.get("path"),
+               fields.get("port"), args.get("family"), args.get("request"))
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._seen[key] = [0, 0, None]
+        if seen[0] < FOLD_AFTER and self.recorded < RECORDS_MAX:
+            seen[0] += 1
+            self.recorded += 1
+            self.emit("violation", **fields)
+        else:
+            seen[1] += 1
+            seen[2] = fields
+            self.folded += 1
+
+    def flush_folded(self) -> None:
+        """One record per folded kind: the last one seen, with `folded` = how many it stands for (none written)."""
+        for seen in self._seen.values():
+            if seen[1]:
+                fields = dict(seen[2], folded=seen[1],
+                              note=f"stands for {seen[1]} violations like this one, counted and not written one by one")
+                seen[1] = 0
+                self.recorded += 1
+                self.emit("violation", **fields)
+
     def _fallback(self, n: notify.Notification, call: dict, action: str, would_deny: bool, error: Exception) -> None:
         """A record with what is certain (pid, call, action) when building the full one failed: none is lost."""
-        self.recorded += 1
-        self.emit("violation", mechanism="seccomp", source="seccomp-notify", pid=n.pid, exe=None,
+        self._write(dict(mechanism="seccomp", source="seccomp-notify", pid=n.pid, exe=None,
                   syscall={"name": call.get("name") or f"syscall_{n.nr}", "nr": n.nr, "args": {}}, path=None,
                   access=None, port=None, action=action, would_deny=would_deny, capability=None, suggest=None,
-                  never=None, note=f"record incomplete: {type(error).__name__}: {error}")
+                  never=None, note=f"record incomplete: {type(error).__name__}: {error}"))
 
     def _record(self, n: notify.Notification, call: dict, trusted: bool, action: str, *, would_deny: bool) -> None:
         try:
@@ -147,8 +193,7 @@ class Recorder:
         args = call["args"] if trusted else {"unverified": True}
         fields = violation("seccomp", "seccomp-notify", action, pid=n.pid, exe=_exe(n.pid), syscall=call["name"],
                            nr=call["nr"], args=args, path=_path(args) if trusted else None, would_deny=would_deny)
-        self.recorded += 1
-        self.emit("violation", **fields)
+        self._write(fields)
 
     def _record_access(self, n: notify.Notification, call: dict, miss: dict) -> None:
         try:
@@ -165,5 +210,4 @@ class Recorder:
             fields = violation("landlock", "observe", "allow", pid=n.pid, exe=_exe(n.pid), args=args,
                                path=miss["path"], access=miss["rights"], would_deny=True,
                                directory=any(r.startswith(("make_", "remove_")) for r in miss["rights"]))
-        self.recorded += 1
-        self.emit("violation", **fields)
+        self._write(fields)

@@ -104,6 +104,8 @@ class AuditSession:
             rec = dict(fields, type=type_)
             how = "would deny" if fields.get("would_deny") else str(fields.get("action"))
             line = f"sandboxer: {how}: {fields.get('mechanism')} {describe(rec)}"
+            if fields.get("folded"):
+                line += f" (and {fields['folded']} more times)"
             if fields.get("suggest"):
                 line += f"\n           allow it with: {fields['suggest']}"
             elif fields.get("never"):
@@ -193,6 +195,7 @@ class AuditSession:
     def finish(self, *, status: int, exit_code: int, duration: float, rusage: object, cgroup: dict | None,
                limits: dict, timed_out: float | None) -> None:
         """limit records (what the kernel stopped) and the exit record."""
+        self.recorder.flush_folded()
         if self.sink is not None:
             self.drain_feed(0.05)  # the kernel may queue the last denials just after the exit
             self._limits(cgroup, limits, timed_out)
@@ -207,11 +210,27 @@ class AuditSession:
                 cpu={"user_s": round(rusage.ru_utime, 6), "sys_s": round(rusage.ru_stime, 6)},  # type: ignore[attr-defined]
                 memory_peak_bytes=mem if mem is not None else rusage.ru_maxrss * 1024,  # type: ignore[attr-defined]
                 tasks=(cgroup or {}).get("pids", {}).get("peak"),
-                records={"violations": self.sink.counts.get("violation", 0)},
+                records=self._record_counts(),
             )
+            if self.sink.lost or (self.feed is not None and self.feed.overruns):
+                sys.stderr.write(f"sandboxer: warning: audit records were lost: {self.sink.lost} could not be "
+                                 f"written ({self.sink.error}), kernel feed overruns: "
+                                 f"{self.feed.overruns if self.feed is not None else 0}\n")
         elif self.complain and self.lines:
             sys.stderr.write(f"sandboxer: complain mode: {self.lines} would-be violation(s) above; "
                              "`--audit FILE` records them, `sandboxer audit FILE --suggest` turns them into a manifest patch\n")
+
+    def _record_counts(self) -> dict:
+        """For the exit record: violations written, and what was lost on the way (nothing is lost silently)."""
+        assert self.sink is not None
+        out = {"violations": self.sink.counts.get("violation", 0)}
+        if self.recorder.folded:
+            out["folded"] = self.recorder.folded
+        if self.sink.lost:
+            out["lost"] = self.sink.lost
+        if self.feed is not None and self.feed.overruns:
+            out["kernel_feed_overruns"] = self.feed.overruns
+        return out
 
     def _limits(self, cgroup: dict | None, limits: dict, timed_out: float | None) -> None:
         assert self.sink is not None

@@ -60,6 +60,7 @@ class _Sandbox:
         self.limits: dict[tuple, dict] = {}
         self.exits: list[dict] = []
         self.violations = 0
+        self.violation_records = 0  # records in the file (a folded record stands for several violations)
         self.other = 0
 
 
@@ -96,8 +97,10 @@ def _add(box: _Sandbox, rec: dict) -> None:
                 "more_examples": 0, "suggest": [], "unresolved": 0, "note": _str(rec.get("note")),
             }
             box.patches[key] = Patch()
-        g["count"] += 1
-        box.violations += 1
+        n = rec["folded"] if isinstance(rec.get("folded"), int) and rec["folded"] > 0 else 1  # a folded record stands for N
+        g["count"] += n
+        box.violations += n
+        box.violation_records += 1
         if time:
             g["first"] = min(g["first"] or time, time)
             g["last"] = max(g["last"] or time, time)
@@ -105,8 +108,8 @@ def _add(box: _Sandbox, rec: dict) -> None:
         if mech not in g["mechanisms"]:
             g["mechanisms"].append(mech)
         action = _str(rec.get("action")) or "?"
-        g["actions"][action] = g["actions"].get(action, 0) + 1
-        g["would_deny"] += rec.get("would_deny") is True
+        g["actions"][action] = g["actions"].get(action, 0) + n
+        g["would_deny"] += n if rec.get("would_deny") is True else 0
         if what not in g["examples"]:
             if len(g["examples"]) < MAX_EXAMPLES:
                 g["examples"].append(what)
@@ -224,7 +227,8 @@ def _box_summary(box: _Sandbox) -> dict:
     groups.sort(key=lambda g: (g["capability"] is None, g["never"] is None, -g["count"],
                                g["capability"] or g["never"] or ""))
     return {"id": box.id, "launch": box.launch,
-            "violations": {"total": box.violations, "groups": groups},
+            "violations": {"total": box.violations, "groups": groups, **(
+                {"records": box.violation_records} if box.violation_records != box.violations else {})},
             "limits": list(box.limits.values()), "exits": box.exits, "other_records": box.other}
 
 
@@ -301,9 +305,10 @@ def _render_box(box: dict) -> list[str]:
         out.append(f"  limit {lim['kind']}{limit} hit {n}x ({when}){detail}")
     for e in box["exits"]:
         line = "  " + _render_exit(e)
-        if isinstance(e["violations_recorded"], int) and e["violations_recorded"] != v["total"]:
-            gap = abs(e["violations_recorded"] - v["total"])
-            line += f" (this file holds {v['total']}: {gap} unreadable or missing)"
+        held = v.get("records", v["total"])
+        if isinstance(e["violations_recorded"], int) and e["violations_recorded"] != held:
+            gap = abs(e["violations_recorded"] - held)
+            line += f" (this file holds {held}: {gap} unreadable or missing)"
         out.append(line)
     if not box["exits"]:
         out.append("  exit: not recorded (still running, or the launcher was killed)")

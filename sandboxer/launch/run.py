@@ -566,13 +566,17 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
     try:
         prep = prepare(plan, bpf, argv, opts, body=body, session=session)
         try:
-            if opts.audit and opts.audit != "-" and not opts.audit.startswith("fd:") and prep.ruleset is not None:
-                from sandboxer.audit.session import writable_by_workload
+            if opts.audit and opts.audit != "-" and not opts.audit.startswith("fd:") and not opts.dry_run:
+                if prep.ruleset is None:  # complain mode, or Landlock dropped: files are the uid's to change
+                    prep.warnings.append(f"Landlock is not applied to this run, and the workload runs as this user: "
+                                         f"it could alter or remove its own records in {opts.audit}")
+                else:
+                    from sandboxer.audit.session import writable_by_workload
 
-                where = writable_by_workload(opts.audit, plan.get("landlock") or {})
-                if where is not None:
-                    prep.warnings.append(f"the audit file {opts.audit} is inside {where}, which the workload may "
-                                         "write: it could alter or remove its own records; keep it outside the grants")
+                    where = writable_by_workload(opts.audit, plan.get("landlock") or {})
+                    if where is not None:
+                        prep.warnings.append(f"the audit file {opts.audit} is inside {where}, which the workload may "
+                                             "write: it could alter or remove its own records; keep it outside the grants")
             for w in prep.warnings:
                 _warn(w)
             if opts.dry_run:

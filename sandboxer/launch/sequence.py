@@ -178,6 +178,15 @@ def _run_body(p: Prepared) -> NoReturn:
     code = 125
     try:
         os.close(p.err_fd)
+        # No execve closes the launcher's close-on-exec fds here: close them, so a runtime bug finds none.
+        for fd in (p.landlock_fd, *p.cgroup_procs_fds, *p.handoff_fds, p.status_fd):
+            if fd > 2:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if p.devnull_fd > 2:
+            os.close(p.devnull_fd)
         code = int(p.body())
     except BaseException:  # noqa: BLE001 - the body reports its own failures; anything else is 125
         pass
@@ -186,8 +195,14 @@ def _run_body(p: Prepared) -> NoReturn:
 
 def _fork_workload(p: Prepared) -> None:
     """INIT_FORK: fork the workload W, which returns to run the remaining steps; this process (init) never returns."""
+    # Init runs without the seccomp filter: it is not dumpable from before the fork, so there is no moment
+    # when the workload could open its /proc/PID/mem. The workload makes itself dumpable again: the
+    # supervisor copies its listener with pidfd_getfd, a ptrace-mode check (its mm was made outside any
+    # user namespace the supervisor owns, so rootless it would otherwise be refused).
+    kernel.set_dumpable(False)
     workload = os.fork()
     if workload == 0:
+        kernel.set_dumpable(True)
         os.close(p.status_fd)  # only init reports W's status; W could forge it otherwise (the wasm body never execs)
         return
     _serve_as_init(p, workload)
@@ -201,7 +216,6 @@ def _serve_as_init(p: Prepared, workload: int) -> NoReturn:
     """
     code = 125
     try:
-        kernel.set_dumpable(False)
         if p.status_fd > 0:
             kernel.close_range(0, p.status_fd - 1)
         kernel.close_range(p.status_fd + 1, 0xFFFFFFFF)

@@ -312,3 +312,22 @@ def test_id_selects_one_sandbox(capsys):
     assert [s["id"] for s in out["sandboxes"]] == [first]
     assert main(str(FIXTURE), sandbox="ffffffff") == 2
     assert "no records of sandbox ffffffff" in capsys.readouterr().err
+
+
+def test_a_folded_record_counts_for_the_violations_it_stands_for():
+    """One record with folded: 9000 after 1000 single ones: the summary says 10,000, and no record is missing."""
+    from sandboxer.audit.summary import summarize
+
+    base = {"v": 1, "type": "violation", "id": "a" * 16, "time": "2026-11-28T00:00:00.000000Z",
+            "mechanism": "seccomp", "source": "seccomp-notify", "pid": 2, "exe": "/x",
+            "syscall": {"name": "socket", "nr": 41, "args": {"family": "AF_INET"}}, "path": None, "access": None,
+            "port": None, "action": "errno:EPERM", "would_deny": False, "capability": "wasi:sockets/tcp",
+            "suggest": "imports: {wasi:sockets/tcp: {}}", "never": None}
+    records = [base] * 1000 + [dict(base, folded=9000)]
+    records.append({"v": 1, "type": "exit", "id": "a" * 16, "time": "2026-11-28T00:00:01.000000Z", "code": 0,
+                    "signal": None, "exit_code": 0, "duration_s": 1.0, "cpu": {"user_s": 0.0, "sys_s": 0.0},
+                    "memory_peak_bytes": None, "tasks": None, "records": {"violations": 1001, "folded": 9000}})
+    (box,) = summarize(records)["sandboxes"]
+    assert box["violations"]["total"] == 10000 and box["violations"]["records"] == 1001
+    assert box["violations"]["groups"][0]["count"] == 10000
+    assert "missing" not in render_text(summarize(records))
