@@ -146,31 +146,33 @@ class Recorder:
             listener.respond(n.id, error=_errno.EPERM)
             self._record(n, call, trusted, "errno:EPERM", would_deny=False)
 
-    def _write(self, fields: dict) -> None:
+    def _admit(self, key: tuple, build: Callable[[], dict]) -> None:
         """Write a violation record, or fold it: after FOLD_AFTER identical ones (same call, action,
-        object and program) the rest are only counted, and flush_folded() writes one record saying how
-        many. A workload looping on a refused call cannot fill the disk; nothing is lost silently."""
-        sc = fields.get("syscall") or {}
-        args = sc.get("args") or {}
-        key = (fields.get("mechanism"), sc.get("name"), fields.get("action"), fields.get("exe"), fields.get("path"),
-               fields.get("port"), args.get("family"), args.get("request"))
+        object and program) the rest are only counted — without building them — and flush_folded()
+        writes one record saying how many. A workload looping on a refused call cannot fill the disk
+        or slow the supervisor down; nothing is lost silently."""
         seen = self._seen.get(key)
         if seen is None:
             seen = self._seen[key] = [0, 0, None]
         if seen[0] < FOLD_AFTER and self.recorded < RECORDS_MAX:
             seen[0] += 1
             self.recorded += 1
-            self.emit("violation", **fields)
+            self.emit("violation", **build())
         else:
             seen[1] += 1
-            seen[2] = fields
+            seen[2] = build
             self.folded += 1
+
+    def _write(self, fields: dict) -> None:
+        sc = fields.get("syscall") or {}
+        self._admit((fields.get("mechanism"), sc.get("name"), fields.get("action"), fields.get("note")),
+                    lambda: fields)
 
     def flush_folded(self) -> None:
         """One record per folded kind: the last one seen, with `folded` = how many it stands for (none written)."""
         for seen in self._seen.values():
             if seen[1]:
-                fields = dict(seen[2], folded=seen[1],
+                fields = dict(seen[2](), folded=seen[1],
                               note=f"stands for {seen[1]} violations like this one, counted and not written one by one")
                 seen[1] = 0
                 self.recorded += 1
@@ -191,9 +193,11 @@ class Recorder:
 
     def _full_record(self, n: notify.Notification, call: dict, trusted: bool, action: str, *, would_deny: bool) -> None:
         args = call["args"] if trusted else {"unverified": True}
-        fields = violation("seccomp", "seccomp-notify", action, pid=n.pid, exe=_exe(n.pid), syscall=call["name"],
-                           nr=call["nr"], args=args, path=_path(args) if trusted else None, would_deny=would_deny)
-        self._write(fields)
+        exe, path = _exe(n.pid), _path(args) if trusted else None
+        self._admit(("seccomp", call["name"], action, exe, path, args.get("port"), args.get("family"),
+                     args.get("request")),
+                    lambda: violation("seccomp", "seccomp-notify", action, pid=n.pid, exe=exe, syscall=call["name"],
+                                      nr=call["nr"], args=args, path=path, would_deny=would_deny))
 
     def _record_access(self, n: notify.Notification, call: dict, miss: dict) -> None:
         try:
@@ -203,11 +207,13 @@ class Recorder:
 
     def _full_record_access(self, n: notify.Notification, call: dict, miss: dict) -> None:
         args = dict(call["args"], syscall=call["name"])
+        exe = _exe(n.pid)
+        key = ("landlock", call["name"], exe, miss.get("path"), miss.get("port"), tuple(miss["rights"]))
         if "port" in miss:
-            fields = violation("landlock", "observe", "allow", pid=n.pid, exe=_exe(n.pid), args=args,
-                               port=miss["port"], access=miss["rights"], would_deny=True)
+            self._admit(key, lambda: violation("landlock", "observe", "allow", pid=n.pid, exe=exe, args=args,
+                                               port=miss["port"], access=miss["rights"], would_deny=True))
         else:
-            fields = violation("landlock", "observe", "allow", pid=n.pid, exe=_exe(n.pid), args=args,
-                               path=miss["path"], access=miss["rights"], would_deny=True,
-                               directory=any(r.startswith(("make_", "remove_")) for r in miss["rights"]))
-        self._write(fields)
+            self._admit(key, lambda: violation(
+                "landlock", "observe", "allow", pid=n.pid, exe=exe, args=args, path=miss["path"],
+                access=miss["rights"], would_deny=True,
+                directory=any(r.startswith(("make_", "remove_")) for r in miss["rights"])))

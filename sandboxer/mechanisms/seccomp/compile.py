@@ -136,8 +136,19 @@ def _checked_calls(policy: Policy) -> dict[str, dict]:
     return out
 
 
+_capability_cache: dict[str, tuple[str | None, str | None]] = {}
+
+
 def capability_for(syscall: str) -> tuple[str | None, str | None]:
-    """The capability that would allow a syscall, or (None, reason) when none ever does."""
+    """The capability that would allow a syscall, or (None, reason) when none ever does (remembered per name:
+    the audit supervisor asks once per refused call)."""
+    hit = _capability_cache.get(syscall)
+    if hit is None:
+        hit = _capability_cache[syscall] = _capability_for(syscall)
+    return hit
+
+
+def _capability_for(syscall: str) -> tuple[str | None, str | None]:
     if syscall in groups.NEVER:
         return None, groups.NEVER[syscall]
     special = {"clone": "sandboxer:process/spawn", "fork": "sandboxer:process/spawn",
