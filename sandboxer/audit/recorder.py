@@ -120,6 +120,7 @@ class Recorder:
             call = decode(n, sock_info=notify.socket_info)
         except Exception as e:  # noqa: BLE001 - evidence only: answer anyway, say what went wrong
             call = {"name": f"syscall_{n.nr}", "nr": n.nr, "args": {"decode_error": f"{type(e).__name__}: {e}"}}
+        call["exe"] = _exe(n.pid)  # now, while it is blocked: once answered it may exec, or exit
         trusted = listener.id_valid(n.id)  # after the reads: they came from the blocked thread
         if action == _ERRNO:
             err = value & 0xFFFF
@@ -180,7 +181,7 @@ class Recorder:
 
     def _fallback(self, n: notify.Notification, call: dict, action: str, would_deny: bool, error: Exception) -> None:
         """A record with what is certain (pid, call, action) when building the full one failed: none is lost."""
-        self._write(dict(mechanism="seccomp", source="seccomp-notify", pid=n.pid, exe=None,
+        self._write(dict(mechanism="seccomp", source="seccomp-notify", pid=n.pid, exe=call.get("exe"),
                   syscall={"name": call.get("name") or f"syscall_{n.nr}", "nr": n.nr, "args": {}}, path=None,
                   access=None, port=None, action=action, would_deny=would_deny, capability=None, suggest=None,
                   never=None, note=f"record incomplete: {type(error).__name__}: {error}"))
@@ -193,7 +194,7 @@ class Recorder:
 
     def _full_record(self, n: notify.Notification, call: dict, trusted: bool, action: str, *, would_deny: bool) -> None:
         args = call["args"] if trusted else {"unverified": True}
-        exe, path = _exe(n.pid), _path(args) if trusted else None
+        exe, path = call.get("exe"), _path(args) if trusted else None
         self._admit(("seccomp", call["name"], action, exe, path, args.get("port"), args.get("family"),
                      args.get("request")),
                     lambda: violation("seccomp", "seccomp-notify", action, pid=n.pid, exe=exe, syscall=call["name"],
@@ -207,7 +208,7 @@ class Recorder:
 
     def _full_record_access(self, n: notify.Notification, call: dict, miss: dict) -> None:
         args = dict(call["args"], syscall=call["name"])
-        exe = _exe(n.pid)
+        exe = call.get("exe")
         key = ("landlock", call["name"], exe, miss.get("path"), miss.get("port"), tuple(miss["rights"]))
         if "port" in miss:
             self._admit(key, lambda: violation("landlock", "observe", "allow", pid=n.pid, exe=exe, args=args,
