@@ -153,6 +153,9 @@ class Recorder:
         writes one record saying how many. A workload looping on a refused call cannot fill the disk
         or slow the supervisor down; nothing is lost silently."""
         seen = self._seen.get(key)
+        if seen is None and self.recorded >= RECORDS_MAX:
+            key = key[:3]  # past the cap, new kinds fold by mechanism, call and action: bounded memory
+            seen = self._seen.get(key)
         if seen is None:
             seen = self._seen[key] = [0, 0, None]
         if seen[0] < FOLD_AFTER and self.recorded < RECORDS_MAX:

@@ -74,3 +74,20 @@ def test_a_broken_emulator_refuses(monkeypatch):
     lst = FakeListener(Notification(7, 4242, 0, 41, X86, 0, (2, 1, 0, 0, 0, 0)))
     rec.serve(lst)
     assert lst.answers == [{"error": 1}]  # EPERM: fail closed
+
+
+def test_folding_bounds_records_and_memory(monkeypatch):
+    """Identical violations fold after FOLD_AFTER; past RECORDS_MAX new kinds fold coarsely; every one is counted."""
+    monkeypatch.setattr(R, "FOLD_AFTER", 2)
+    monkeypatch.setattr(R, "RECORDS_MAX", 3)
+    rec, records = make(monkeypatch)
+    monkeypatch.setattr(R, "_exe", lambda pid: "/bin/x")
+    for i in range(5):  # the same call five times: 2 written, 3 folded
+        rec.serve(FakeListener(Notification(i, 4242, 0, 41, X86, 0, (2, 1, 0, 0, 0, 0))))
+    for i in range(100):  # distinct kinds (ioctl requests): 1 more written (cap), the rest fold together
+        rec.serve(FakeListener(Notification(100 + i, 4242, 0, 16, X86, 0, (1, 0x1000 + i, 0, 0, 0, 0))))
+    rec.flush_folded()
+    assert len(records) == 3 + 2  # three written one by one, two folded records
+    assert sum(r.get("folded", 1) for r in records) == 105
+    assert len(rec._seen) <= 4
+    validate_records(records)
