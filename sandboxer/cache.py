@@ -61,10 +61,44 @@ def stat_isdir(mode: int) -> bool:
     return mode & 0o170000 == 0o040000
 
 
+def _private_makedirs(path: str) -> None:
+    """mkdir -p with 0700 for every directory it creates (os.makedirs gives the parents umask's mode)."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+
+
+_warned: set[str] = set()
+
+
+def _untrusted(directory: str) -> None:
+    """Say once per directory that the cache is not used there (it is policy: a silent miss would hide it)."""
+    if directory not in _warned:
+        _warned.add(directory)
+        import sys
+
+        sys.stderr.write(f"sandboxer: note: not using the cache in {directory}: it or a directory above it is "
+                         "writable by others (or not ours); every run compiles again\n")
+
+
 def read_trusted(path: str) -> bytes | None:
     """The entry's bytes if the rules above hold for it, else None (the caller rebuilds it)."""
-    if not trusted_dir(os.path.dirname(path)):
+    directory = os.path.realpath(os.path.dirname(path))
+    if not os.path.isdir(directory):
         return None
+    if not trusted_dir(directory):
+        _untrusted(directory)
+        return None
+    path = os.path.join(directory, os.path.basename(path))  # open what was checked, not a path to it
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
@@ -86,11 +120,16 @@ def read_trusted(path: str) -> bytes | None:
 
 def write_atomic(path: str, data: bytes) -> bool:
     """Best effort (a cache that cannot be written only costs speed): False when nothing was written."""
-    parent = os.path.dirname(path)
+    try:
+        _private_makedirs(os.path.dirname(path))
+    except OSError:
+        return False
+    parent = os.path.realpath(os.path.dirname(path))
+    path = os.path.join(parent, os.path.basename(path))  # write where was checked, not through a path to it
     tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        os.makedirs(parent, mode=0o700, exist_ok=True)
         if not trusted_dir(parent):
+            _untrusted(parent)
             return False
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:

@@ -43,13 +43,37 @@ def _exe(pid: int) -> str | None:
         return None
 
 
+_VOLATILE_ARGS = frozenset(("fd", "dirfd", "olddirfd", "newdirfd", "addrlen", "len", "size", "count", "buf"))
+
+
+def _digest(*parts: object) -> int:
+    """A fixed-size fold key from what makes violations alike: the decoded arguments that name something
+    (paths, families, types, addresses, ports, flags, requests, signals), not pointers, lengths or fd numbers."""
+    return hash(parts)
+
+
+def _args_key(args: dict) -> tuple:
+    return tuple(sorted((k, v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
+                        for k, v in args.items()
+                        if k not in _VOLATILE_ARGS and not (isinstance(v, str) and v.startswith("0x"))))
+
+
 def _kill(listener: notify.Listener, n: notify.Notification) -> None:
     """SIGKILL the notifying thread's process without a pid-reuse race: a pidfd taken while the id is still
     valid (the thread is blocked in the call, so the tid is still its own) cannot hit another process."""
     try:
         pidfd = notify.pidfd_open(n.pid, notify.PIDFD_THREAD)
-    except OSError:
-        return  # gone already
+    except OSError as e:
+        if e.errno != _errno.EINVAL:
+            return  # gone already
+        # Before Linux 6.9 a pidfd names a process only: take the thread's process (Tgid, read while
+        # the thread is still blocked in the call); id_valid below still ties it to the notification.
+        try:
+            with open(f"/proc/{n.pid}/status", "rb") as f:
+                tgid = next(int(line.split()[1]) for line in f if line.startswith(b"Tgid:"))
+            pidfd = notify.pidfd_open(tgid)
+        except (OSError, StopIteration, ValueError):
+            return
     try:
         if listener.id_valid(n.id):
             notify.pidfd_send_signal(pidfd, signal.SIGKILL)  # a fatal signal takes the whole thread group
@@ -83,6 +107,7 @@ class Recorder:
         self._answers: dict[int, int] = {}
         self.recorded = 0
         self.folded = 0  # violations counted into a folded record instead of written one by one
+        self.budget_spent: Callable[[], bool] = lambda: False  # the session's byte budget for records
         self._seen: dict[tuple, list] = {}  # fold key → [records written, folded since, last fields]
         self.killed = False  # a call the plan kills for was made: the run reports 159, as a seccomp kill
 
@@ -152,13 +177,16 @@ class Recorder:
         object and program) the rest are only counted — without building them — and flush_folded()
         writes one record saying how many. A workload looping on a refused call cannot fill the disk
         or slow the supervisor down; nothing is lost silently."""
+        over = self.recorded >= RECORDS_MAX or self.budget_spent()
         seen = self._seen.get(key)
-        if seen is None and self.recorded >= RECORDS_MAX:
+        if seen is None and over:
             key = key[:3]  # past the cap, new kinds fold by mechanism, call and action: bounded memory
             seen = self._seen.get(key)
         if seen is None:
             seen = self._seen[key] = [0, 0, None]
-        if seen[0] < FOLD_AFTER and self.recorded < RECORDS_MAX:
+            if over:  # the first of each coarse kind is still written: nothing new goes unseen
+                over = False
+        if seen[0] < FOLD_AFTER and not over:
             seen[0] += 1
             self.recorded += 1
             self.emit("violation", **build())
@@ -176,8 +204,9 @@ class Recorder:
         """One record per folded kind: the last one seen, with `folded` = how many it stands for (none written)."""
         for seen in self._seen.values():
             if seen[1]:
-                fields = dict(seen[2](), folded=seen[1],
-                              note=f"stands for {seen[1]} violations like this one, counted and not written one by one")
+                fields = seen[2]()
+                note = f"stands for {seen[1]} violations like this one, counted and not written one by one"
+                fields = dict(fields, folded=seen[1], note=f"{fields['note']}; {note}" if fields.get("note") else note)
                 seen[1] = 0
                 self.recorded += 1
                 self.emit("violation", **fields)
@@ -198,8 +227,7 @@ class Recorder:
     def _full_record(self, n: notify.Notification, call: dict, trusted: bool, action: str, *, would_deny: bool) -> None:
         args = call["args"] if trusted else {"unverified": True}
         exe, path = call.get("exe"), _path(args) if trusted else None
-        self._admit(("seccomp", call["name"], action, exe, path, args.get("port"), args.get("family"),
-                     args.get("request")),
+        self._admit(("seccomp", call["name"], action, _digest(exe, path, _args_key(args))),
                     lambda: violation("seccomp", "seccomp-notify", action, pid=n.pid, exe=exe, syscall=call["name"],
                                       nr=call["nr"], args=args, path=path, would_deny=would_deny))
 
@@ -212,7 +240,7 @@ class Recorder:
     def _full_record_access(self, n: notify.Notification, call: dict, miss: dict) -> None:
         args = dict(call["args"], syscall=call["name"])
         exe = call.get("exe")
-        key = ("landlock", call["name"], exe, miss.get("path"), miss.get("port"), tuple(miss["rights"]))
+        key = ("landlock", call["name"], "allow", _digest(exe, miss.get("path"), miss.get("port"), tuple(miss["rights"])))
         if "port" in miss:
             self._admit(key, lambda: violation("landlock", "observe", "allow", pid=n.pid, exe=exe, args=args,
                                                port=miss["port"], access=miss["rights"], would_deny=True))

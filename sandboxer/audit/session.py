@@ -79,6 +79,9 @@ def writable_by_workload(path: str, landlock_section: dict) -> str | None:
     return None
 
 
+RECORD_BYTES_MAX = 64 << 20
+
+
 class AuditSession:
     """The records of one supervised run."""
 
@@ -86,6 +89,8 @@ class AuditSession:
         self.sink = sink if sink is not None else AuditSink.open(spec) if spec else None
         self.complain = (plan.get("seccomp") or {}).get("violation") == "log"
         self.recorder = Recorder(plan, bpf, self.emit, complain=self.complain)
+        if self.sink is not None:  # past 64 MiB of records, new kinds of violation are folded coarsely
+            self.recorder.budget_spent = lambda: self.sink.bytes > RECORD_BYTES_MAX
         self.lines = 0  # would-be violations written to stderr (complain mode without --audit)
         self.limit_values: dict = {}  # limit name → the plan's value, for limit records
         self._launch: dict | None = None

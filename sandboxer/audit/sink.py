@@ -57,12 +57,13 @@ class AuditSink:
     error is in `error`): a full disk or a closed pipe must not take the supervisor down with it.
     """
 
-    __slots__ = ("fd", "id", "spec", "counts", "lost", "error", "_lock", "_sec", "_prefix")
+    __slots__ = ("fd", "id", "spec", "counts", "lost", "error", "bytes", "_lock", "_sec", "_prefix")
 
     def __init__(self, fd: int, sandbox_id: str, spec: str) -> None:
         self.fd, self.id, self.spec = fd, sandbox_id, spec
         self.counts: dict[str, int] = {}
         self.lost = 0
+        self.bytes = 0  # written so far (the supervisor folds violations past a budget)
         self.error: OSError | None = None
         self._lock = _thread.allocate_lock()  # the notify listener and the main thread both emit
         self._sec, self._prefix = -1, ""
@@ -127,6 +128,7 @@ class AuditSink:
                 self.error = e
                 return record
             self.counts[type] = self.counts.get(type, 0) + 1
+            self.bytes += len(data)
         return record
 
     def close(self) -> None:

@@ -178,15 +178,10 @@ def _run_body(p: Prepared) -> NoReturn:
     code = 125
     try:
         os.close(p.err_fd)
-        # No execve closes the launcher's close-on-exec fds here: close them, so a runtime bug finds none.
-        for fd in (p.landlock_fd, *p.cgroup_procs_fds, *p.handoff_fds, p.status_fd):
-            if fd > 2:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        if p.devnull_fd > 2:
-            os.close(p.devnull_fd)
+        # No execve closes the launcher's close-on-exec fds here (Landlock ruleset, cgroup.procs, pipes):
+        # close every fd but stdio and the --keep-fd ones, so a runtime bug finds none.
+        for lo, hi in fd_ranges_to_close(p.keep_fds):
+            kernel.close_range(lo, hi)
         code = int(p.body())
     except BaseException:  # noqa: BLE001 - the body reports its own failures; anything else is 125
         pass

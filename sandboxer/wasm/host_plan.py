@@ -42,7 +42,7 @@ import marshal
 import os
 
 HOST = "sandboxer:wasm-host"
-HOST_PLAN_FORMAT = 3  # bump when derive_host_plan changes what it produces (the host-plan cache key)
+HOST_PLAN_FORMAT = 4  # bump when derive_host_plan changes what it produces (the host-plan cache key)
 HOST_MEMORY_OVERHEAD = 128 * 1024 * 1024
 HOST_WALL_GRACE_S = 2.0
 HOST_THREADS = 32
@@ -87,11 +87,14 @@ def _seccomp(section: dict) -> None:
     for name in HOST_SECCOMP_REFUSED:
         if name in tbl.SYSCALLS:
             entries[name] = {"name": name, "nr": tbl.SYSCALLS[name], "action": refused, "because": [HOST, "never"]}
+    threads = {"when": [{"arg": 0, "op": "masked_eq", "value": CLONE_THREAD, "mask": CLONE_NEW_MASK | CLONE_THREAD,
+                         "width": 32}], "action": "allow", "why": "the wasm host's threads (epoch timer, I/O pool) only"}
     if "clone" not in entries:
         entries["clone"] = {"name": "clone", "nr": tbl.SYSCALLS["clone"], "action": refused, "because": [HOST],
-                            "rules": [{"when": [{"arg": 0, "op": "masked_eq", "value": CLONE_THREAD,
-                                                 "mask": CLONE_NEW_MASK | CLONE_THREAD, "width": 32}],
-                                       "action": "allow", "why": "the wasm host's threads (epoch timer, I/O pool) only"}]}
+                            "rules": [threads]}
+    elif threads not in entries["clone"].get("rules", ()):
+        # The manifest's own clone entry (complain mode always has one): the host's threads come first.
+        entries["clone"] = dict(entries["clone"], rules=[threads, *entries["clone"].get("rules", ())])
     section["syscalls"] = sorted(entries.values(), key=lambda e: e["name"])
 
 
@@ -122,8 +125,7 @@ def cached_host_plan(plan: dict, use_cache: bool = True) -> tuple[dict, bytes]:
     host, bpf = derive_host_plan(plan)
     if use_cache:
         try:
-            os.makedirs(root, mode=0o700, exist_ok=True)
-            modcache.write_atomic(path, marshal.dumps((host, bpf)))
+            modcache.write_atomic(path, marshal.dumps((host, bpf)))  # makes its directories 0700
         except OSError:
             pass
     return host, bpf

@@ -54,16 +54,25 @@ def entry_key(sha256: str, runtime: str, settings: str) -> str:
 
 def prepare_entry(sha256: str, settings: str, root: str | None = None, runtime: str | None = None) -> str:
     """The entry directory for this module (created 0700, parents too); raises OSError when impossible."""
+    from ..cache import _private_makedirs
+
     root = root or cache_root()
-    os.makedirs(root, mode=0o700, exist_ok=True)
     d = os.path.join(root, entry_key(sha256, runtime or runtime_version(), settings))
-    os.makedirs(d, mode=0o700, exist_ok=True)
+    _private_makedirs(d)
     return d
 
 
 def usable(path: str) -> bool:
-    """A cache file we may map (sandboxer.cache's rules: ours, regular, one link, trusted directories)."""
-    return read_entry(path) is not None
+    """A cache file we may map (sandboxer.cache's rules: ours, regular, one link, trusted directories),
+    checked without reading it."""
+    from ..cache import trusted_dir
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_mode & 0o170000 == 0o100000 and st.st_nlink == 1 and st.st_uid == os.geteuid()
+            and not st.st_mode & 0o022 and st.st_size > 0 and trusted_dir(os.path.dirname(path)))
 
 
 def read_entry(path: str) -> bytes | None:

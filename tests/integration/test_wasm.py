@@ -333,3 +333,16 @@ def test_audit_records_of_wasm_runs(tmp_path):
     assert refused[-1]["type"] == "exit" and refused[-1]["exit_code"] == 2
     assert [x["kind"] for x in loop if x["type"] == "limit"] == ["wall_time"]
     assert loop[-1]["type"] == "exit" and loop[-1]["exit_code"] == 137
+
+
+def test_complain_mode_does_not_blame_the_module_for_the_hosts_threads(tmp_path):
+    """on-violation: log: wasmtime's own threads are the host's, not the module's: no clone violation is recorded."""
+    from tests.audit_schema import validate_records
+
+    audit = tmp_path / "audit.jsonl"
+    m = write_manifest(tmp_path, "  wasi:cli/stdout: {}\n  wasi:cli/stderr: {}\n")
+    m.write_text(m.read_text() + "on-violation: log\n")
+    r = run(m, str(WASM / "hello.wasm"), options=("--audit", str(audit)))
+    assert r.returncode == 0 and r.stdout == "hello from wasm\n", r.stderr
+    calls = [(x.get("syscall") or {}).get("name") for x in validate_records(audit) if x["type"] == "violation"]
+    assert "clone" not in calls

@@ -83,3 +83,18 @@ def test_an_entry_with_two_links_is_not_read(tmp_path):
     assert cache.read_trusted(str(d / "a")) == b"policy"
     os.link(d / "a", d / "b")
     assert cache.read_trusted(str(d / "a")) is None and cache.read_trusted(str(d / "b")) is None
+
+
+def test_a_cache_made_under_umask_002_is_private_and_used(tmp_path):
+    """Every directory the cache creates is 0700 whatever the umask (002 gives parents 0775 with makedirs)."""
+    from sandboxer import cache
+
+    old = os.umask(0o002)
+    try:
+        entry = tmp_path / "xdg" / "sandboxer" / "plans" / "e"
+        assert cache.write_atomic(str(entry), b"plan")
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "xdg", tmp_path / "xdg" / "sandboxer", entry.parent):
+        assert d.stat().st_mode & 0o777 == 0o700, d
+    assert cache.read_trusted(str(entry)) == b"plan"
