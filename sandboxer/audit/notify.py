@@ -354,44 +354,33 @@ def parent_handoff(pid: int, report_r: int, ack_w: int) -> Listener:
 
 # --- the target's memory -----------------------------------------------------------------------
 
-_mem_fds: dict = {}  # pid → fd of /proc/PID/mem, most recently used last
-_MEM_FDS_MAX = 16  # bounded: a workload with thousands of short-lived processes must not use up our fds
 _PAGE = 4096
 
 
-def _mem_fd(pid: int) -> int:
-    fd = _mem_fds.pop(pid, None)
-    if fd is None:
-        if len(_mem_fds) >= _MEM_FDS_MAX:
-            os.close(_mem_fds.pop(next(iter(_mem_fds))))  # the least recently used
-        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-    _mem_fds[pid] = fd
-    return fd
+class _IoVec(libc.Structure):
+    _fields_ = [("base", libc.c_void_p), ("len", libc.c_size_t)]
+
+
+_process_vm_readv = libc.function("process_vm_readv", libc.c_long, libc.c_int, libc.c_void_p, libc.c_ulong,
+                                  libc.c_void_p, libc.c_ulong, libc.c_ulong)
+_read_buf = libc.buffer(_PAGE)
+_local, _remote = _IoVec(libc.addressof(_read_buf), _PAGE), _IoVec()  # the local side never changes
+_local_ref, _remote_ref = libc.byref(_local), libc.byref(_remote)
 
 
 def forget(pid: "int | None" = None) -> None:
-    """Close the cached /proc/PID/mem fd of `pid` (every cached fd with None): call it when a target exits."""
-    for p in ([pid] if pid is not None else list(_mem_fds)):
-        fd = _mem_fds.pop(p, None)
-        if fd is not None:
-            os.close(fd)
+    """Nothing to forget: memory is read with process_vm_readv, which names the process on every call
+    (an fd of /proc/TID/mem kept across calls could, after tid reuse, read another process's memory)."""
 
 
 def _pread(pid: int, addr: int, size: int) -> bytes:
-    """pread; a fd cached from before an execve (or for a dead pid now reused) reads 0 bytes or EIO:
-    reopen once then. Raises OSError when the process is gone or the address is unmapped."""
-    for attempt in (0, 1):
-        try:
-            data = os.pread(_mem_fd(pid), size, addr)
-        except OSError:
-            if attempt:
-                raise
-            forget(pid)
-            continue
-        if data or attempt:
-            return data
-        forget(pid)
-    return b""
+    """process_vm_readv(2) of up to one page: the target is resolved by pid on each call, with the same
+    ptrace-mode check as /proc/PID/mem. Raises OSError when the process is gone or the range unmapped."""
+    _remote.base, _remote.len = addr, min(size, _PAGE)
+    n = _process_vm_readv(pid, _local_ref, 1, _remote_ref, 1, 0)
+    if n < 0:
+        raise _oserror("process_vm_readv()")
+    return bytes(memoryview(_read_buf)[:n])
 
 
 def read_memory(pid: int, addr: int, size: int) -> "bytes | None":
