@@ -621,3 +621,20 @@ def test_child_imports_nothing_between_fork_and_exec():
     parent = next(ln for ln in lines if ln.startswith("parent ")).split()[1]
     assert lines[-1] == f"parent {parent} exit 0", r.stderr
     assert [ln for ln in lines if ln.startswith("import ") and ln.split()[1] != parent] == []
+
+
+def test_a_cached_run_imports_only_the_launch_path(tmp_path):
+    """`sandboxer run` of a cached plan (the command as installed, bin/sandboxer) loads none of the heavy or
+    unrelated modules: no CLI, YAML, JSON, re, enum, typing, dataclasses, ctypes, audit or wasm code."""
+    m = tmp_path / "true.yaml"
+    m.write_text("sandboxer: 1\nname: t\nextends: [builtin:dynamic-linking]\nimports:\n"
+                 "  wasi:filesystem/preopens:\n    - {path: /usr/bin/true, access: exec}\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": REPO}
+    cmd = [sys.executable, "-X", "importtime", os.path.join(REPO, "bin", "sandboxer"), "run", str(m), "--", "/usr/bin/true"]
+    subprocess.run(cmd, env=env, capture_output=True, check=True)  # fills the plan cache
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    loaded = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    heavy = {"typer", "click", "rich", "yaml", "pyseccomp", "json", "re", "enum", "typing", "dataclasses", "ctypes",
+             "wasmtime", "hashlib", "signal", "argparse"}
+    assert loaded & heavy == set()
+    assert not {m for m in loaded if m.startswith(("sandboxer.audit", "sandboxer.wasm", "sandboxer.mechanisms.cgroups"))}
