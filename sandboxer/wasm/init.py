@@ -25,13 +25,13 @@ CLI_IMPORTS_WORLD = (
 )
 
 ENTRIES = {
-    "wasi:cli/environment": ["wasi:cli/environment: {vars: []}  # TODO: names of the variables to pass, e.g. [LANG]"],
+    "wasi:cli/environment": ["wasi:cli/environment: {vars: []}  # FILL IN: names of the variables to pass, e.g. [LANG]"],
     "wasi:filesystem/preopens": [
-        "wasi:filesystem/preopens: []  # TODO: the directories the module opens, e.g.",
+        "wasi:filesystem/preopens: []  # FILL IN: the directories the module opens, e.g.",
         "  #   - {path: /srv/in, access: read, why: input}",
         "  #   - {path: /srv/out, access: read+write, why: results}",
     ],
-    "wasi:sockets/tcp": ["wasi:sockets/tcp: {connect: [], bind: []}  # TODO: the TCP ports, e.g. connect: [443]"],
+    "wasi:sockets/tcp": ["wasi:sockets/tcp: {connect: [], bind: []}  # FILL IN: the TCP ports, e.g. connect: [443]"],
 }
 WHY = {
     "wasi:cli/stdin": "read standard input",
@@ -54,7 +54,7 @@ def _name(path: str) -> str:
 def render(name: str, source: str, what: str, caps: list[str], notes: list[str]) -> str:
     lines = [
         f"# Written by `sandboxer init {source}`: one entry per capability {what} imports.",
-        "# Fill in the TODOs (paths, ports, variable names), then: sandboxer check THIS_FILE",
+        "# Fill in each FILL IN (paths, ports, variable names), then: sandboxer check THIS_FILE",
         *(f"# note: {n}" for n in notes),
         "sandboxer: 1",
         f"name: {name}",
@@ -145,4 +145,4 @@ def write_skeleton(wasm_path, wit_path, out) -> None:
         raise UsageError(f"{out} exists: not overwriting it") from None
     except OSError as e:
         raise UsageError(f"cannot write {out}: {e.strerror}") from None
-    sys.stderr.write(f"wrote {out}; fill in its TODOs, then: sandboxer check {out}\n")
+    sys.stderr.write(f"wrote {out}; fill in each FILL IN, then: sandboxer check {out}\n")
