@@ -424,11 +424,7 @@ def describe(prep: Preparation, plan: Mapping[str, Any], argv: list[str]) -> str
     }[c.netns_mode]
     if c.netns_mode != "host" and c.rootless:
         netns += " (inside an unprivileged user namespace)"
-    names: dict[int, str] = {}
-    for n in sorted(dir(resource)):  # NOFILE before its alias OFILE
-        if n.startswith("RLIMIT_"):
-            names.setdefault(getattr(resource, n), n[7:])
-    rl = ", ".join(f"{names.get(r, r)}={s}/{h}" for r, s, h in c.rlimits) or "unchanged"
+    rl = ", ".join(f"{_rlimit_name(r)}={s}/{h}" for r, s, h in c.rlimits) or "unchanged"
     if prep.placement and prep.placement.limits:
         cg = ", ".join(f"{p.limit} on {p.backend}" for p in prep.placement.limits)
     else:

@@ -100,9 +100,6 @@ def sha256_hex(data: bytes) -> str:
     return _sha256(data).hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return _sha256(data).hexdigest()
-
 
 def sha256_file(path: str) -> str:
     h = _sha256()

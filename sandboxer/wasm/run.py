@@ -176,7 +176,7 @@ def _run(plan: dict, args, manifest: str, sink) -> int:
     cache_entry = None
     if not args.no_cache:
         try:
-            cache_entry = modcache.prepare_entry(modcache.sha256_bytes(data), host.engine_settings(kind, wall is not None),
+            cache_entry = modcache.prepare_entry(modcache.sha256_hex(data), host.engine_settings(kind, wall is not None),
                                                  runtime=host.RUNTIME_VERSION)
         except OSError as e:
             sys.stderr.write(f"sandboxer: warning: no compiled-module cache ({e}); compiling every run\n")
