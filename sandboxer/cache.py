@@ -158,8 +158,10 @@ def entry_key(manifest: str, manifest_sha: str, target: tuple[str, int]) -> str:
     return sha256(text.encode()).hexdigest()[:32]
 
 
-def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str] | None:
-    """(plan, bpf, manifest sha256) when a fresh entry exists, else None."""
+def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str, list[tuple[str, str]]] | None:
+    """(plan, bpf, manifest sha256, inputs) when a fresh entry exists, else None.
+
+    inputs: (path, sha256) of each file the manifest extends."""
     sha = _sha256(manifest)
     path = os.path.join(cache_root(), entry_key(manifest, sha, target))
     data = read_trusted(path)
@@ -171,12 +173,14 @@ def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str] | 
             return None
     except (OSError, ValueError, EOFError, TypeError):
         return None
-    return plan, bpf, sha
+    return plan, bpf, sha, [tuple(i) for i in inputs]
 
 
-def store(manifest: str, target: tuple[str, int], sources: list[str], plan: dict, bpf: bytes) -> None:
-    """Write an entry atomically (best effort: a read-only cache only costs speed)."""
+def store(manifest: str, target: tuple[str, int], sources: list[str], plan: dict, bpf: bytes
+          ) -> list[tuple[str, str]]:
+    """Write an entry atomically (best effort: a read-only cache only costs speed); its inputs."""
     sha = _sha256(manifest)
     path = os.path.join(cache_root(), entry_key(manifest, sha, target))
     inputs = [(s, _sha256(s)) for s in sources[1:]]
     write_atomic(path, marshal.dumps((inputs, plan, bpf)))
+    return inputs

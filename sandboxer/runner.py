@@ -103,8 +103,9 @@ def parse_args(argv: list[str]) -> RunArgs:
     return a
 
 
-def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | None]:
-    """(plan, BPF, manifest sha256 or None) from a compiled directory or a manifest (cached)."""
+def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | None, list[tuple[str, str]]]:
+    """(plan, BPF, manifest sha256 or None, the (path, sha256) of each file it extends) from a compiled
+    directory or a manifest (cached)."""
     if os.path.isdir(source):
         from .export.bundle import read_bundle
 
@@ -112,7 +113,7 @@ def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | N
             plan, bpf = read_bundle(source)
         except (OSError, ValueError) as e:
             raise UsageError(f"{source} is not a directory written by `sandboxer compile`: {e}") from None
-        return plan, bpf, None
+        return plan, bpf, None, []
     from . import cache
 
     machine = os.uname().machine
@@ -130,8 +131,8 @@ def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | N
     policy = load_policy(source)
     plan = compile_plan(policy, Target(*target))
     bpf = assemble(plan["seccomp"])
-    cache.store(source, target, [source_path(s) for s in policy.sources], plan, bpf)
-    return plan, bpf, cache._sha256(source)
+    inputs = cache.store(source, target, [source_path(s) for s in policy.sources], plan, bpf)
+    return plan, bpf, cache._sha256(source), inputs
 
 
 def _is_wasm(path: str) -> bool:
@@ -148,7 +149,7 @@ def _is_wasm(path: str) -> bool:
 def main(argv: list[str]) -> int:
     try:
         args = parse_args(argv)
-        plan, bpf, manifest_sha = load_plan(args.source, args.no_cache)
+        plan, bpf, manifest_sha, inputs = load_plan(args.source, args.no_cache)
         if args.command and (args.wasm or _is_wasm(args.command[0])):
             from .wasm.run import run_wasm  # wasmtime itself is imported only by the host process
 
@@ -158,7 +159,7 @@ def main(argv: list[str]) -> int:
         opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=args.timeout,
                              best_effort=args.best_effort, stats=args.stats, audit=args.audit,
                              dry_run=args.dry_run, manifest=args.source if manifest_sha else None,
-                             manifest_sha256=manifest_sha)
+                             manifest_sha256=manifest_sha, manifest_inputs=inputs)
         return launch(plan, bpf, args.command, opts)
     except SandboxerError as e:
         sys.stderr.write(e.render() + "\n")

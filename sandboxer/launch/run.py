@@ -63,6 +63,7 @@ class LaunchOptions:
         dry_run: bool = False,  # print what would be enforced on this host, start nothing
         manifest: str | None = None,  # for the audit launch record: the manifest path...
         manifest_sha256: str | None = None,  # ...and the sha256 of its content
+        manifest_inputs: list[tuple[str, str]] | None = None,  # (path, sha256) of each file it extends
         session: Any = None,  # an AuditSession made by the caller (the wasm path), instead of one made here
     ) -> None:
         self.env_overrides: list[str] = [] if env_overrides is None else env_overrides
@@ -74,6 +75,7 @@ class LaunchOptions:
         self.dry_run = dry_run
         self.manifest = manifest
         self.manifest_sha256 = manifest_sha256
+        self.manifest_inputs = manifest_inputs
         self.session = session
 
 
@@ -579,6 +581,8 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
                 sys.stdout.write(describe(prep, plan, argv) + "\n")
                 sys.stdout.flush()
                 return 0
+            if session is None and body is None:
+                _store_image(prep, plan, bpf, opts)
             if session is not None:
                 session.limit_values = _limit_values(plan)
                 session.launch(manifest=opts.manifest, sha256=opts.manifest_sha256, argv=argv,
@@ -591,6 +595,19 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
     finally:
         if session is not None and own_session:
             session.close()
+
+
+def _store_image(prep: Preparation, plan: Mapping[str, Any], bpf: bytes | None, opts: LaunchOptions) -> None:
+    """Leave a launch image for the native front (launch/image.py) when it could run this exactly as we do:
+    a manifest (not a compiled directory), nothing to warn about, no cgroup leaf, no wall time."""
+    if (opts.manifest is None or opts.manifest_sha256 is None or opts.manifest_inputs is None or prep.warnings
+            or prep.placement is not None or prep.deadline_s is not None or kernel.ARCH not in ("x86_64", "aarch64")):
+        return
+    from sandboxer.launch import image
+
+    data = image.encode(plan, bpf, prep.child, prep.landlock_abi if prep.ruleset is not None else 0,
+                        opts.manifest_inputs)
+    image.store(image.image_path(opts.manifest, opts.manifest_sha256, kernel.ARCH), data)
 
 
 def _enforced(prep: Preparation, plan: Mapping[str, Any]) -> dict:

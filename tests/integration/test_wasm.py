@@ -219,7 +219,7 @@ def _launch_body(tmp_path: Path, dirs: dict[str, Path], body: str) -> subprocess
         "from sandboxer.runner import load_plan\n"
         "from sandboxer.launch.run import launch, LaunchOptions\n"
         "from sandboxer.wasm.host_plan import derive_host_plan\n"
-        "plan, _bpf, _ = load_plan(sys.argv[1])\n"
+        "plan, _bpf, _, _ = load_plan(sys.argv[1])\n"
         "host, bpf = derive_host_plan(plan)\n"
         f"{body}\n"
         "sys.exit(launch(host, bpf, [sys.argv[2]], LaunchOptions(), body=body))\n"

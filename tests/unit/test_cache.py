@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = """
 import sys
 from sandboxer.runner import load_plan
-plan, bpf, sha = load_plan(sys.argv[1])
+plan, bpf, sha, _ = load_plan(sys.argv[1])
 heavy = sorted(m for m in ("yaml", "typer", "sandboxer.plan", "sandboxer.manifest.load") if m in sys.modules)
 print(plan["name"], len(bpf), ",".join(heavy) or "-")
 """
