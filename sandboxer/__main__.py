@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    # Set by the native front (launch/front.c) when it hands a run over: write the launch image it
+    # missed. Removed here, before anything could pass it on to a workload.
+    from_front = os.environ.pop("SANDBOXER_FROM_FRONT", None) == "1"
     if args and args[0] == "run":
         from .runner import main as run_main
 
-        code = run_main(args[1:])
+        code = run_main(args[1:], write_image=from_front)
         if argv is None:  # the process is ours: skip interpreter teardown (~3 ms a launch)
             _exit_now(code)
         return code
@@ -25,8 +29,6 @@ def _exit_now(code: int) -> None:
     Everything the run path must release is released before run_main returns (cgroup leaf removed,
     fds closed, audit records written with one write(2) each), so the teardown only costs time.
     """
-    import os
-
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

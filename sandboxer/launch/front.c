@@ -82,6 +82,7 @@ static _Noreturn void python(void)
 {
 	char self[PATH_MAX], *slash;
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 16);
+	setenv("SANDBOXER_FROM_FRONT", "1", 1); /* "write the image I missed" (the launcher removes it at once) */
 	if (n > 0) {
 		self[n] = 0;
 		slash = strrchr(self, '/');

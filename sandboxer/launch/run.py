@@ -63,7 +63,8 @@ class LaunchOptions:
         dry_run: bool = False,  # print what would be enforced on this host, start nothing
         manifest: str | None = None,  # for the audit launch record: the manifest path...
         manifest_sha256: str | None = None,  # ...and the sha256 of its content
-        manifest_inputs: list[tuple[str, str]] | None = None,  # (path, sha256) of each file it extends
+        # (path, sha256) of each file the manifest extends; given when the native front wants a launch image
+        manifest_inputs: list[tuple[str, str]] | None = None,
         session: Any = None,  # an AuditSession made by the caller (the wasm path), instead of one made here
     ) -> None:
         self.env_overrides: list[str] = [] if env_overrides is None else env_overrides

@@ -301,7 +301,8 @@ def test_rootless_the_front_runs_an_image_in_its_own_user_and_network_namespace(
         tail = ["run", str(f.manifest), "--", PY, "-c", PROBE, "0", str(f.data / "in.txt"), HOST_NETNS]
         # The Python run is started by setpriv itself: this venv's interpreter lies under /root, which nobody
         # cannot search, so the front could not start it (setpriv's own exec still can).
-        python = subprocess.run([*setpriv, sys.executable, "-m", "sandboxer", *tail], env=f.env, cwd=REPO,
+        python = subprocess.run([*setpriv, sys.executable, "-m", "sandboxer", *tail], cwd=REPO,
+                                env=dict(f.env, SANDBOXER_FROM_FRONT="1"),  # as the front hands a run over
                                 capture_output=True, text=True, timeout=60)
         native = subprocess.run([*setpriv, str(f.exe), *tail], env=f.env, capture_output=True, text=True, timeout=60)
         assert python.returncode == native.returncode == 0, (python.stderr, native.stderr)
@@ -312,3 +313,12 @@ def test_rootless_the_front_runs_an_image_in_its_own_user_and_network_namespace(
         assert seen["read_other"] == "EACCES" and seen["status"]["CapBnd"] == "0000000000000000"
     finally:
         shutil.rmtree(top)
+
+
+def test_the_python_launcher_alone_writes_no_image(f: Front) -> None:
+    """Only a run the front handed over leaves an image: without the front nobody would read it."""
+    env = {k: v for k, v in f.env.items() if k != "FRONT_LOG"}
+    r = subprocess.run([sys.executable, "-m", "sandboxer", "run", str(f.manifest), "--", PY, "-c", "pass"], env=env,
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not (Path(f.env["XDG_CACHE_HOME"]) / "sandboxer" / "images").exists()
