@@ -88,6 +88,12 @@ class SockFprog(libc.Structure):
     _fields_ = [("len", libc.c_ushort), ("filter", libc.c_void_p)]
 
 
+class RLimit(libc.Structure):
+    """struct rlimit (LP64: two rlim_t of 64 bits); RLIM_INFINITY is all ones."""
+
+    _fields_ = [("cur", libc.c_uint64), ("max", libc.c_uint64)]
+
+
 class IfReq(libc.Structure):
     """struct ifreq reduced to what SIOC[GS]IFFLAGS use: the name and ifr_flags (40 bytes on LP64)."""
 
@@ -112,12 +118,14 @@ _close = _fn("close", _c_int, _c_int)
 _execve = _fn("execve", _c_int, libc.c_char_p, _c_void_p, _c_void_p)
 _seccomp = _fn("syscall", _c_long, _c_long, libc.c_uint, libc.c_uint, _c_void_p)
 _close_range = _fn("syscall", _c_long, _c_long, libc.c_uint, libc.c_uint, libc.c_uint)
+_setrlimit = _fn("setrlimit", _c_int, _c_int, _c_void_p)
 
 # Buffers the child fills or passes, allocated now.
 _cap_header = CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
 _cap_zero = (CapData * 2)()
 _empty_sigset = libc.buffer(128)  # glibc sigset_t: 1024 bits
 _ifreq = IfReq(b"lo")
+_rlimit = RLimit()
 _SIGNALS = tuple(range(1, signal.NSIG))
 _UNBLOCKABLE = (signal.SIGKILL, signal.SIGSTOP)
 
@@ -193,6 +201,13 @@ def drop_capabilities(last_cap: int, bounding: bool) -> None:
             prctl(PR_CAPBSET_DROP, cap, call="prctl(PR_CAPBSET_DROP)")
     if _capset(libc.byref(_cap_header), _cap_zero) != 0:
         raise _fail("capset()")
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """setrlimit(2) with its errno (resource.setrlimit turns EPERM and EINVAL into a ValueError without one)."""
+    _rlimit.cur, _rlimit.max = soft & 0xFFFFFFFFFFFFFFFF, hard & 0xFFFFFFFFFFFFFFFF  # RLIM_INFINITY is -1 in Python
+    if _setrlimit(resource, libc.addressof(_rlimit)) != 0:
+        raise _fail("setrlimit()")
 
 
 def set_no_new_privs() -> None:

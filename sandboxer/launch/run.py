@@ -36,7 +36,7 @@ from sandboxer.mechanisms.seccomp.apply import SeccompProgramError, prepare_filt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Mapping
+    from typing import Any, Callable, Mapping, NoReturn
 
     from sandboxer.audit.session import AuditSession
     from sandboxer.mechanisms.cgroups.apply import Leaf
@@ -584,6 +584,9 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
                 return 0
             if session is None and body is None:
                 _store_image(prep, plan, bpf, opts)
+            if body is not None and session is None and prep.placement is None and prep.deadline_s is None \
+                    and not opts.stats:
+                _run_in_place(prep)  # never returns
             if session is not None:
                 session.limit_values = _limit_values(plan)
                 session.launch(manifest=opts.manifest, sha256=opts.manifest_sha256, argv=argv,
@@ -596,6 +599,34 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
     finally:
         if session is not None and own_session:
             session.close()
+
+
+def _run_in_place(prep: Preparation) -> NoReturn:
+    """A body (the wasm host) with nothing for a parent to do: no audit, no cgroup leaf, no wall time, no --stats.
+
+    This process takes the child's steps itself (sequence.run_child, without setsid and the parent-death
+    signal) and runs the body under them, then exits with its code. The confinement is the same; what
+    is saved is the fork of an interpreter with wasmtime loaded, the child's copy-on-write faults and a
+    second process teardown (benchmarks/wasm.py). A signal that kills the host kills `sandboxer run`
+    itself, so the caller sees 128+n as it would from a forked host.
+    """
+    for fd in (prep.err_r, prep.child.err_fd):  # no parent to read a report: failures are told here
+        os.close(fd)
+        prep.fds.remove(fd)
+    prep.child.err_fd = -1
+
+    def report(data: bytes) -> None:
+        sys.stderr.write(failure_from_report(data, prep.command).render() + "\n")
+        sys.stderr.flush()
+
+    prep.child.in_place = report
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    gc.disable()  # as in a forked child: no finalizer runs once the steps have begun
+    sequence.run_child(prep.child)
 
 
 def _store_image(prep: Preparation, plan: Mapping[str, Any], bpf: bytes | None, opts: LaunchOptions) -> None:

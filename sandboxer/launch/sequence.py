@@ -72,7 +72,7 @@ class Prepared:
         "parent_pid", "err_fd", "exe", "argv", "envp", "close_ranges", "keep_fds", "devnull_fd", "null_stdio",
         "cgroup_procs_fds", "netns_mode", "rootless", "uid", "gid", "rlimits", "cap_last_cap",
         "drop_bounding", "landlock_fd", "landlock_flags", "seccomp", "body",
-        "handoff", "handoff_fds", "pidns", "own_userns", "status_fd",
+        "handoff", "handoff_fds", "pidns", "own_userns", "status_fd", "in_place",
     )
 
     def __init__(
@@ -130,6 +130,11 @@ class Prepared:
         self.pidns = False
         self.own_userns = False
         self.status_fd = -1
+        # The wasm host run in place (launch.run decides): the launcher itself takes the steps and runs the
+        # body, with no fork and no parent left to supervise. SETSID and PDEATHSIG are skipped (it keeps
+        # the caller's process group and terminal, so Ctrl-C still reaches it; TIOCSTI stays refused by
+        # every plan's filter), and a failure is reported by calling in_place(report) instead of the pipe.
+        self.in_place: Callable[[bytes], None] | None = None
 
 
 def fd_ranges_to_close(keep: tuple[int, ...] | list[int] | set[int], first: int = 3) -> tuple[tuple[int, int], ...]:
@@ -159,15 +164,18 @@ def _join_cgroup(p: Prepared) -> None:
 
 def _set_rlimits(p: Prepared) -> None:
     for res, soft, hard in p.rlimits:
-        resource.setrlimit(res, (soft, hard))
+        kernel.setrlimit(res, soft, hard)
 
 
 def _report(p: Prepared, step: int, err: int, call: object) -> None:
     detail = call.encode() if isinstance(call, str) else b""
     try:
-        os.write(p.err_fd, b"%d %d %s" % (step, err, detail))
-    except OSError:
-        pass  # the parent is gone; nothing left to tell
+        if p.in_place is not None:
+            p.in_place(b"%d %d %s" % (step, err, detail))
+        else:
+            os.write(p.err_fd, b"%d %d %s" % (step, err, detail))
+    except Exception:  # noqa: BLE001 - the parent is gone (or stderr is); nothing left to tell
+        pass
 
 
 def _run_body(p: Prepared) -> NoReturn:
@@ -177,7 +185,8 @@ def _run_body(p: Prepared) -> NoReturn:
     """
     code = 125
     try:
-        os.close(p.err_fd)
+        if p.err_fd >= 0:
+            os.close(p.err_fd)
         # No execve closes the launcher's close-on-exec fds here (Landlock ruleset, cgroup.procs, pipes):
         # close every fd but stdio and the --keep-fd ones, so a runtime bug finds none.
         for lo, hi in fd_ranges_to_close(p.keep_fds):
@@ -230,11 +239,13 @@ def _serve_as_init(p: Prepared, workload: int) -> NoReturn:
 
 
 def run_child(p: Prepared) -> NoReturn:
-    """The child's side of the launch, one line per step, in the order the design fixes; never returns."""
+    """The child's side of the launch, one line per step, in the order the design fixes; never returns.
+
+    Also run by the launcher itself for a wasm host run in place (p.in_place; see Prepared)."""
     step = SETSID
     try:
-        step = SETSID;       os.setsid()
-        step = PDEATHSIG;    kernel.set_pdeathsig(signal.SIGKILL, p.parent_pid, namespace_init=p.pidns)
+        step = SETSID;       os.setsid() if p.in_place is None else None
+        step = PDEATHSIG;    kernel.set_pdeathsig(signal.SIGKILL, p.parent_pid, namespace_init=p.pidns) if p.in_place is None else None
         step = SIGNALS;      kernel.reset_signals()
         step = ENVIRONMENT;  envp = p.envp  # built by the parent: granted variables + --env
         step = STDIO;        [os.dup2(p.devnull_fd, fd) for fd in p.null_stdio]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -208,11 +209,16 @@ def test_second_run_uses_the_module_cache(tmp_path, dirs):
     assert entries[0].stat().st_mtime_ns == stamp
 
 
-def _launch_body(tmp_path: Path, dirs: dict[str, Path], body: str) -> subprocess.CompletedProcess:
+# The host runs forked (a plan with cgroup limits or a wall time needs a parent) or in place (nothing to supervise).
+HOST_MODES = pytest.mark.parametrize("limits", ["{memory: 64Mi, pids: 4, wall-time: 20s}", "{open-files: 64}"],
+                                     ids=["forked", "in-place"])
+
+
+def _launch_body(tmp_path: Path, dirs: dict[str, Path], body: str, limits: str) -> subprocess.CompletedProcess:
     """Run `body` (Python source defining body() -> int) as the launcher's body under the derived host plan.
 
-    This is how sandboxer.wasm.run starts the wasmtime host: the native launcher forks, the child
-    takes every confinement step, then calls the body instead of execve.
+    This is how sandboxer.wasm.run starts the wasmtime host: the native launcher forks (or, with nothing
+    to supervise, stays in place), takes every confinement step, then calls the body instead of execve.
     """
     script = (
         "import sys\n"
@@ -224,13 +230,15 @@ def _launch_body(tmp_path: Path, dirs: dict[str, Path], body: str) -> subprocess
         f"{body}\n"
         "sys.exit(launch(host, bpf, [sys.argv[2]], LaunchOptions(), body=body))\n"
     )
-    return subprocess.run([sys.executable, "-c", script, str(fs_manifest(tmp_path, dirs)), str(WASM / "hello.wasm")],
+    m = fs_manifest(tmp_path, dirs, limits=limits)
+    return subprocess.run([sys.executable, "-c", script, str(m), str(WASM / "hello.wasm")],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
 
 
-def test_host_process_is_confined(tmp_path, dirs):
-    """Defence in depth: the forked host, after the launcher's steps, cannot read a file outside the grants."""
-    r = _launch_body(tmp_path, dirs, (
+@HOST_MODES
+def test_host_process_is_confined(tmp_path, dirs, limits):
+    """Defence in depth: the host, after the launcher's steps, cannot read a file outside the grants."""
+    r = _launch_body(tmp_path, dirs, limits=limits, body=(
         "import os\n"
         "def body():\n"
         f"    print(open({str(dirs['ro'] / 'allowed.txt')!r}).read(), end='', flush=True)\n"
@@ -242,9 +250,10 @@ def test_host_process_is_confined(tmp_path, dirs):
     assert (r.returncode, r.stdout) == (13, "allowed content\n"), r.stderr
 
 
-def test_host_cannot_execve(tmp_path, dirs):
+@HOST_MODES
+def test_host_cannot_execve(tmp_path, dirs, limits):
     """The host's seccomp filter refuses execve whatever the manifest grants (EPERM from seccomp, not Landlock's EACCES)."""
-    r = _launch_body(tmp_path, dirs, (
+    r = _launch_body(tmp_path, dirs, limits=limits, body=(
         "import os, errno\n"
         "def body():\n"
         "    try:\n"
@@ -279,6 +288,50 @@ def test_host_child_is_confined_while_running(tmp_path, dirs):
         assert cmdline == Path(f"/proc/{proc.pid}/cmdline").read_bytes()
     finally:
         proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_a_step_failing_in_place_is_reported_like_a_forked_childs(tmp_path, dirs):
+    """In place there is no parent to read the error pipe: the launcher says which call failed and exits 125."""
+    script = (
+        "import sys\n"
+        "from sandboxer.runner import load_plan\n"
+        "from sandboxer.launch.run import launch, LaunchOptions\n"
+        "from sandboxer.wasm.host_plan import derive_host_plan\n"
+        "plan, _bpf, _, _ = load_plan(sys.argv[1])\n"
+        "host, bpf = derive_host_plan(plan)\n"
+        "host['rlimits'] = {'NOFILE': [1 << 40, 1 << 40]}  # over fs.nr_open: setrlimit() says EPERM, even to root\n"
+        "sys.exit(launch(host, bpf, [sys.argv[2]], LaunchOptions(), body=lambda: 0))\n"
+    )
+    m = fs_manifest(tmp_path, dirs, limits="{open-files: 64}")
+    r = subprocess.run([sys.executable, "-c", script, str(m), str(WASM / "hello.wasm")], capture_output=True,
+                       text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 125 and r.stderr == "sandboxer: setrlimit() failed: EPERM: Operation not permitted\n", r.stderr
+
+
+def test_without_limits_the_host_runs_in_place_confined(tmp_path, dirs):
+    """No audit, cgroup limit or wall time: `sandboxer run` itself becomes the host (no fork), under the same steps:
+    no_new_privs, seccomp, no capabilities, a private network namespace; a signal ends it as it would a native run."""
+    m = fs_manifest(tmp_path, dirs, limits="{open-files: 64}")
+    proc = subprocess.Popen([*SANDBOXER, "run", str(m), "--", str(WASM / "loop.wasm")], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        fields: dict[str, str] = {}
+        for _ in range(200):
+            text = Path(f"/proc/{proc.pid}/status").read_text()
+            fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+            if fields["Seccomp"].strip() == "2":
+                break
+            time.sleep(0.05)
+        assert fields["Seccomp"].strip() == "2", "sandboxer run itself never came under the filter"
+        assert fields["NoNewPrivs"].strip() == "1" and int(fields["CapEff"], 16) == 0
+        assert Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text() == ""  # no forked host
+        assert os.readlink(f"/proc/{proc.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        proc.terminate()
+        assert proc.wait(timeout=30) == -signal.SIGTERM  # as a shell reports it: 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         proc.communicate(timeout=30)
 
 
