@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from installed import build_front
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -99,7 +101,7 @@ def commands(tmp: Path) -> dict[str, list[str]]:
         # PID namespace, launch and exit records (written to a file, appended).
         AUDIT: [*sandboxer, str(strict), "--audit", str(tmp / "audit.jsonl"), "--", "/usr/bin/true"],
     }
-    front = build_front(tmp)
+    front = build_front(tmp, PY)
     if front:
         cmds[NO_LIMITS] = [front, "run", str(strict), "--", "/usr/bin/true"]
     if os.geteuid() == 0:  # creating cgroups below our own needs root on these machines
@@ -112,22 +114,6 @@ def commands(tmp: Path) -> dict[str, list[str]]:
     if shutil.which("firejail"):
         cmds["firejail --noprofile"] = ["firejail", "--quiet", "--noprofile", "/bin/true"]
     return cmds
-
-
-def build_front(tmp: Path) -> str | None:
-    """The native front and its sandboxer-py, built from this tree into tmp; None without a C compiler."""
-    sys.path.insert(0, str(REPO))
-    from sandboxer.launch.build_front import compile_front
-
-    try:
-        compile_front(str(tmp / "sandboxer"))
-    except (OSError, subprocess.CalledProcessError) as e:
-        print(f"no native front ({e}): only the Python launcher is measured", file=sys.stderr)
-        return None
-    launcher = tmp / "sandboxer-py"
-    launcher.write_text(f"#!{PY}\n" + (REPO / "bin" / "sandboxer").read_text().split("\n", 1)[1])
-    launcher.chmod(0o755)
-    return str(tmp / "sandboxer")
 
 
 def main() -> None:

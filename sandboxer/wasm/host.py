@@ -1,10 +1,11 @@
 """The wasmtime host: run one WASI module or component with exactly the plan's grants and limits.
 
-It runs in the forked child of `sandboxer run`, without exec (sandboxer.wasm.run, docs/wasm.md): the
-parent imports wasmtime, builds the engine and loads the compiled module (prepare()); the native
-launcher forks, the child takes every confinement step a native workload takes (Landlock, seccomp,
-cgroup, netns, rlimits, no_new_privs), and then, where a native child would execve, calls
-run_body(), which instantiates and runs the module and returns the exit code for _exit. With
+It runs in the forked child of `sandboxer run`, or in `sandboxer run` itself when there is nothing to
+supervise, without exec (sandboxer.wasm.run, docs/wasm.md): the launcher imports wasmtime, builds the
+engine and loads the compiled module (prepare()); the native launcher forks (or stays in place), takes
+every confinement step a native workload takes (Landlock, seccomp, cgroup, netns, rlimits,
+no_new_privs), and then, where a native child would execve, calls run_body(), which instantiates and
+runs the module and returns the exit code for _exit. With
 SANDBOXER_WASM_HOST=inprocess, run_spec() runs in `sandboxer run` itself, unconfined (benchmarks).
 
 Nothing may be imported in the child after Landlock (the stdlib and site-packages are not granted):

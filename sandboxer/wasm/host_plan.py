@@ -1,9 +1,9 @@
 """The native plan the wasmtime host runs under: the manifest's own plan plus what the running runtime needs.
 
 Defence in depth: a bug in wasmtime (or in this package) must not hand over more than the manifest
-grants. The host is the forked child of `sandboxer run` and never executes anything: everything it
-runs (the interpreter, the stdlib, sandboxer, wasmtime and its shared library, the compiled module)
-was loaded or mapped by the parent before fork. So the host gets the manifest's Landlock rules (its
+grants. The host is the forked child of `sandboxer run` (or, with nothing to supervise, `sandboxer run`
+itself) and never executes anything: everything it runs (the interpreter, the stdlib, sandboxer,
+wasmtime and its shared library, the compiled module) was loaded or mapped before its confinement steps. So the host gets the manifest's Landlock rules (its
 preopens, its TCP ports), seccomp filter, cgroup limits, rlimits and network namespace, with only
 these changes, each with its reason:
 

@@ -4,8 +4,9 @@ The imports are read first, with a small binary reader (no wasmtime): a module t
 the manifest does not grant is refused before wasmtime is even imported. Then this process imports
 wasmtime (the one import the run pays for), builds the engine and loads the compiled module (from
 the cache, or compiled and stored), and hands the native launcher the host plan and a body: the
-launcher forks, the child takes every confinement step of a native workload and then, instead of
-execve, runs the module (sandboxer.wasm.host). No second interpreter, no second import of wasmtime.
+launcher forks (or, with nothing to supervise, stays in place), takes every confinement step of a
+native workload and then, instead of execve, runs the module (sandboxer.wasm.host). No second
+interpreter, no second import of wasmtime.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def run_wasm(plan: dict, bpf: bytes | None, args, manifest: str) -> int:
 
 
 def _check_single_threaded() -> None:
-    """The host is forked from this process: a thread here (wasmtime's, say) would be missing in the child."""
+    """The host starts from this process (forked, or in place): one thread only, so that every thread is confined."""
     try:
         threads = len(os.listdir("/proc/self/task"))
     except OSError:
