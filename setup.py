@@ -19,6 +19,9 @@ from sandboxer.launch.build_front import compile_front  # noqa: E402
 
 class BuildScripts(build_scripts):
     def run(self) -> None:
+        # Always copy again: an up-to-date check would keep last build's native `sandboxer` as the
+        # "script", and the rename below would then install the front as its own sandboxer-py.
+        self.force = True
         super().run()  # bin/sandboxer, its #! line set to the target interpreter
         command = os.path.join(self.build_dir, "sandboxer")
         native = command + ".native"
@@ -33,10 +36,28 @@ class BuildScripts(build_scripts):
 
 
 class PlatformDistribution(Distribution):
-    """The wheel holds a native executable: tag it for this platform, not py3-none-any."""
+    """The wheel holds a native executable: it is for this platform, not py3-none-any."""
 
     def has_ext_modules(self) -> bool:
         return True
 
 
-setup(cmdclass={"build_scripts": BuildScripts}, distclass=PlatformDistribution)
+cmdclass = {"build_scripts": BuildScripts}
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools < 70.1: the wheel package's
+    try:
+        from wheel.bdist_wheel import bdist_wheel
+    except ImportError:
+        bdist_wheel = None
+if bdist_wheel is not None:
+
+    class PlatformWheel(bdist_wheel):
+        """py3-none-<platform>: the front does not link libpython, so any Python 3 on this platform will do."""
+
+        def get_tag(self) -> tuple[str, str, str]:
+            return ("py3", "none", super().get_tag()[2])
+
+    cmdclass["bdist_wheel"] = PlatformWheel
+
+setup(cmdclass=cmdclass, distclass=PlatformDistribution)

@@ -11,13 +11,17 @@ import marshal  # built in: no import cost, and loads a plan ~10x faster than js
 import os
 
 try:  # the builtin module; hashlib would first load OpenSSL (~2.5 ms on every launch)
-    from _sha256 import sha256
-except ImportError:  # pragma: no cover - interpreters without the builtin
-    from hashlib import sha256
+    from _sha256 import sha256  # Python 3.11
+except ImportError:  # pragma: no cover - 3.12 merged it into _sha2
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
 
 from . import __version__
 
 ENTRY_FILE = "plan.marshal"  # (inputs, plan, bpf) in one file: one open, one read
+FORMAT = 2  # 2: inputs are real paths (a relative `extends:` path was recorded as typed, and re-hashed from the cwd)
 
 
 def cache_root() -> str:
@@ -154,7 +158,7 @@ def _sha256(path: str) -> str:
 
 
 def entry_key(manifest: str, manifest_sha: str, target: tuple[str, int]) -> str:
-    text = f"{__version__}\0{marshal.version}\0{target[0]}\0{target[1]}\0{os.path.realpath(manifest)}\0{manifest_sha}"
+    text = f"{FORMAT}\0{__version__}\0{marshal.version}\0{target[0]}\0{target[1]}\0{os.path.realpath(manifest)}\0{manifest_sha}"
     return sha256(text.encode()).hexdigest()[:32]
 
 
@@ -181,6 +185,6 @@ def store(manifest: str, target: tuple[str, int], sources: list[str], plan: dict
     """Write an entry atomically (best effort: a read-only cache only costs speed); its inputs."""
     sha = _sha256(manifest)
     path = os.path.join(cache_root(), entry_key(manifest, sha, target))
-    inputs = [(s, _sha256(s)) for s in sources[1:]]
+    inputs = [(os.path.realpath(s), _sha256(s)) for s in sources[1:]]  # re-hashed from any cwd
     write_atomic(path, marshal.dumps((inputs, plan, bpf)))
     return inputs

@@ -124,10 +124,8 @@ class AuditSession:
         It is a function of the plan's program, so it is cached next to the plan cache, keyed by the
         hash of that program: a repeated supervised launch neither imports nor runs the assembler.
         """
-        from _sha256 import sha256
-
         from sandboxer import __version__
-        from sandboxer.cache import cache_root, read_trusted, write_atomic
+        from sandboxer.cache import cache_root, read_trusted, sha256, write_atomic
 
         key = sha256(b"%s\0%d\0" % (__version__.encode(), self.complain) + bpf).hexdigest()[:32]
         path = os.path.join(cache_root(), f"notify-{key}.bpf")

@@ -85,6 +85,18 @@ def _not_granted(plan: Mapping[str, Any], name: str, path: str, real: str) -> La
     )
 
 
+def _absolute(path: str) -> str:
+    """`path` from the current directory, as execve resolves it: "." and "//" folded, ".." kept.
+
+    os.path.abspath would fold "link/.." as text, naming another file than the kernel (and the native
+    front) would when `link` is a symlink.
+    """
+    if not path.startswith("/"):
+        path = os.path.join(os.getcwd(), path)
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return "/" + "/".join(parts)
+
+
 def _kind(path: str) -> str:
     """"missing", "dir", "noexec" or "ok" for a candidate file (following symlinks, as execve does)."""
     try:
@@ -121,7 +133,7 @@ def resolve_command(
         return grants is None or any(g.covers(real) for g in grants)
 
     if "/" in name:
-        path = os.path.abspath(name)
+        path = _absolute(name)
         kind = _kind(path)
         if kind == "missing":
             raise LaunchError(f"{name}: command not found (no such file)", EXIT_NOTFOUND)
@@ -139,7 +151,7 @@ def resolve_command(
     not_exec: str | None = None
     not_granted: tuple[str, str] | None = None
     for d in dirs:
-        path = os.path.abspath(os.path.join(d or ".", name))
+        path = _absolute(os.path.join(d or ".", name))
         kind = _kind(path)
         if kind == "ok":
             real = os.path.realpath(path)

@@ -63,7 +63,7 @@ struct ll_path_beneath { uint64_t allowed_access; int32_t parent_fd; } __attribu
 struct ll_net_port { uint64_t allowed_access; uint64_t port; };
 
 /* Mirrors sandboxer/launch/image.py: change both (and IMAGE_FORMAT) together. */
-#define IMAGE_FORMAT 1
+#define IMAGE_FORMAT 2
 static const char MAGIC[8] = {'S', 'B', 'X', 'I', 'M', 'G', '0', '1'};
 enum { T_INPUT = 1, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP };
 enum { F_NETNS = 1, F_LOOPBACK = 2, F_ROOTLESS = 4, F_DROP_BOUNDING = 8, F_EXEC_CHECKED = 16 };
@@ -81,17 +81,27 @@ static char **orig_argv;
 static _Noreturn void python(void)
 {
 	char self[PATH_MAX], *slash;
+	struct stat me, py;
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 16);
-	setenv("SANDBOXER_FROM_FRONT", "1", 1); /* "write the image I missed" (the launcher removes it at once) */
-	if (n > 0) {
-		self[n] = 0;
-		slash = strrchr(self, '/');
-		strcpy(slash + 1, "sandboxer-py");
-		orig_argv[0] = self;
-		execv(self, orig_argv);
+	if (n <= 0 && strchr(orig_argv[0], '/') && strlen(orig_argv[0]) < sizeof self - 16) /* no /proc */
+		n = (ssize_t)strlen(strcpy(self, orig_argv[0]));
+	if (n <= 0) {
+		fprintf(stderr, "sandboxer: cannot find the Python part of sandboxer: /proc/self/exe: %s\n", strerror(errno));
+		exit(125);
 	}
-	fprintf(stderr, "sandboxer: cannot start the Python part of sandboxer (%s): %s\n",
-		n > 0 ? self : "/proc/self/exe", strerror(errno));
+	self[n] = 0;
+	slash = strrchr(self, '/');
+	strcpy(slash + 1, "sandboxer-py");
+	/* A broken install (sandboxer-py is this program, or starts it again) must not loop forever. */
+	if (getenv("SANDBOXER_FROM_FRONT") || (stat("/proc/self/exe", &me) == 0 && stat(self, &py) == 0 &&
+					       me.st_dev == py.st_dev && me.st_ino == py.st_ino)) {
+		fprintf(stderr, "sandboxer: %s is not the Python launcher (it started this program again): reinstall sandboxer\n", self);
+		exit(125);
+	}
+	setenv("SANDBOXER_FROM_FRONT", "1", 1); /* "write the image I missed" (the launcher removes it at once) */
+	orig_argv[0] = self;
+	execv(self, orig_argv);
+	fprintf(stderr, "sandboxer: cannot start the Python part of sandboxer (%s): %s\n", self, strerror(errno));
 	exit(125);
 }
 
@@ -272,6 +282,9 @@ static int parse_image(const unsigned char *b, size_t len, struct image *im)
 		int ok = 1;
 		if (n > len - off - 8)
 			return 0;
+		if (tag != T_LANDLOCK && tag != T_LL_PORT && tag != T_RLIMIT && tag != T_SECCOMP && memchr(p, 0, n) &&
+		    !(tag == T_LL_PATH && n > 8 && !memchr(p + 8, 0, n - 8)))
+			return 0; /* a string cut short by a NUL would name another file */
 		switch (tag) {
 		case T_INPUT: ok = n > 64 && add(im->input, &im->n_input, MAX_ITEMS, p, n); break;
 		case T_ENV_PASS: ok = add(im->pass, &im->n_pass, MAX_ITEMS, p, n); break;
@@ -339,10 +352,10 @@ static int parse_run(int argc, char **argv, struct run *r)
 					return 0;
 				r->env_opts[r->n_env_opts++] = v;
 			} else {
-				char *end;
-				long fd = strtol(v, &end, 10);
-				if (!*v || *end || v[0] == '-' || v[0] == '+' || fd > INT_MAX || r->n_keep >= MAX_ITEMS)
-					return 0;
+				long fd = 0;
+				if (!*v || strspn(v, "0123456789") != strlen(v) || strlen(v) > 9 || r->n_keep >= MAX_ITEMS)
+					return 0; /* Python's isdigit() rule; anything else is its usage error */
+				fd = strtol(v, NULL, 10);
 				r->keep[r->n_keep++] = (int)fd;
 			}
 		} else if (a[0] == '-' && a[1]) {
@@ -372,23 +385,31 @@ static void env_put(struct env *e, char *entry)
 	e->entry[e->n] = NULL;
 }
 
-static void build_env(const struct image *im, const struct run *r, struct env *e)
+static int build_env(const struct image *im, const struct run *r, struct env *e)
 {
 	e->n = 0;
 	e->entry[0] = NULL;
 	for (int i = 0; i < im->n_pass; i++) {
-		char *name = str(im->pass[i]), *v = name ? getenv(name) : NULL;
+		char *name = str(im->pass[i]), *v = name ? getenv(name) : NULL, *entry = NULL;
+		if (!name)
+			return 0;
 		if (v) {
-			char *entry = malloc(strlen(name) + strlen(v) + 2);
+			if (!(entry = malloc(strlen(name) + strlen(v) + 2)))
+				return free(name), 0;
 			sprintf(entry, "%s=%s", name, v);
 			env_put(e, entry);
 		}
 		free(name);
 	}
-	for (int i = 0; i < im->n_set; i++)
-		env_put(e, str(im->set[i]));
+	for (int i = 0; i < im->n_set; i++) {
+		char *entry = str(im->set[i]);
+		if (!entry)
+			return 0;
+		env_put(e, entry);
+	}
 	for (int i = 0; i < r->n_env_opts; i++)
 		env_put(e, (char *)r->env_opts[i]);
+	return 1;
 }
 
 static const char *env_get(const struct env *e, const char *name)
@@ -627,10 +648,12 @@ static _Noreturn void run_child(const struct prepared *p, pid_t parent)
 /* ---- the parent: prepare, fork, forward signals, reap ---------------------------------------- */
 
 static volatile pid_t workload;
+static volatile sig_atomic_t forwarded; /* the last signal forwarded: a failed attempt must not swallow it */
 
 static void forward(int sig)
 {
 	int saved = errno;
+	forwarded = sig;
 	if (workload > 0 && killpg(workload, sig) != 0) /* before its setsid() the group is not there yet */
 		kill(workload, sig);
 	errno = saved;
@@ -699,13 +722,17 @@ static unsigned char *load_image(const char *source, struct image *im)
 	sha256_hex(manifest, len, sha);
 	free(manifest);
 	int n = snprintf(text, sizeof text, "%d%c%s%c%s%c%s%c%s", IMAGE_FORMAT, 0, SANDBOXER_VERSION, 0, ARCH, 0, real, 0, sha);
+	if (n < 0 || (size_t)n >= sizeof text)
+		return NULL;
 	sha256_hex(text, (size_t)n, key);
 	key[32] = 0;
 	if (base && *base)
-		snprintf(dir, sizeof dir, "%s/sandboxer/images", base);
+		n = snprintf(dir, sizeof dir, "%s/sandboxer/images", base);
 	else if (home && *home)
-		snprintf(dir, sizeof dir, "%s/.cache/sandboxer/images", home);
+		n = snprintf(dir, sizeof dir, "%s/.cache/sandboxer/images", home);
 	else
+		return NULL;
+	if (n < 0 || (size_t)n >= sizeof dir)
 		return NULL;
 	if (!(image = read_trusted(dir, key, &ilen)))
 		return NULL;
@@ -778,6 +805,7 @@ static void run_image(int argc, char **argv)
 
 	if (!parse_run(argc, argv, &r) || is_wasm(r.command[0]))
 		return;
+	signal(SIGCHLD, SIG_DFL); /* inherited SIG_IGN would reap the workload before we read its status */
 	for (int i = 0; i < r.n_keep; i++) {
 		struct stat st;
 		if (fstat(r.keep[i], &st) != 0)
@@ -785,8 +813,7 @@ static void run_image(int argc, char **argv)
 	}
 	if (!load_image(r.source, &im) || !rlimits_fit(&im))
 		return;
-	build_env(&im, &r, &env);
-	if (!resolve(&im, &env, r.command[0], exe, sizeof exe))
+	if (!build_env(&im, &r, &env) || !resolve(&im, &env, r.command[0], exe, sizeof exe))
 		return;
 	if (im.null_stdio && (p.devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
 		return;
@@ -826,6 +853,8 @@ static void run_image(int argc, char **argv)
 		sigaction(FORWARDED[i], &old[i], NULL);
 	sigprocmask(SIG_SETMASK, &prev, NULL);
 	close(pipefd[0]);
+	if (forwarded) /* the user asked to stop while the attempt failed: do that, rather than start again */
+		raise(forwarded); /* under their own disposition: an ignored signal lets the hand-over go on */
 }
 
 int main(int argc, char **argv)

@@ -736,6 +736,8 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
+    # An inherited SIGCHLD of SIG_IGN would have the kernel reap the workload before wait4 reads its status.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     forwarder = SignalForwarder()
     forwarder.block()
     gc_was_enabled = gc.isenabled()

@@ -105,7 +105,7 @@ class Front:
         return len(self.log.read_text().splitlines()) if self.log.exists() else 0
 
     def run(self, *cmd: str, opts: tuple[str, ...] = (), manifest: Path | None = None, **kw) -> subprocess.CompletedProcess:
-        argv = [str(self.exe), "run", str(manifest or self.manifest), *opts, "--", *cmd]
+        argv = [str(self.exe), "run", str(manifest if manifest is not None else self.manifest), *opts, "--", *cmd]
         return subprocess.run(argv, env=kw.pop("env", self.env), capture_output=True, text=True, timeout=60, **kw)
 
     def probe(self, code: int = 0, opts: tuple[str, ...] = (), **kw) -> subprocess.CompletedProcess:
@@ -170,7 +170,8 @@ def test_sigterm_to_the_front_reaches_the_workload(f: Front) -> None:
     script = ("import signal, sys, time\n"
               "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
               "print('ready', flush=True)\n"
-              "time.sleep(30)\n")
+              "for _ in range(600):\n"  # short sleeps: a signal landing just before a long one would wait it out
+              "    time.sleep(0.05)\n")
     p = subprocess.Popen([str(f.exe), "run", str(f.manifest), "--", PY, "-c", script], env=f.env,
                          stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline() == "ready\n"
@@ -199,6 +200,30 @@ def test_the_workloads_process_group_ends_with_it(f: Front, tmp_path: Path) -> N
     assert f.handovers() == 1
 
 
+def test_an_ignored_sigchld_does_not_lose_the_exit_status(f: Front) -> None:
+    """A caller that ignores SIGCHLD (inherited across exec) would have the kernel reap the workload unseen."""
+    f.probe()
+    ignore = lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # noqa: E731
+    assert f.run(PY, "-c", "import sys; sys.exit(3)", preexec_fn=ignore).returncode == 3  # native
+    assert f.run(PY, "-c", "import sys; sys.exit(3)", opts=("--stats",), preexec_fn=ignore).returncode == 3  # Python
+    assert f.handovers() == 2
+
+
+def test_keep_fd_must_be_digits_as_python_says(f: Front) -> None:
+    f.probe()
+    r = f.probe(opts=("--keep-fd", " 5"))
+    assert r.returncode == 2 and "--keep-fd expects a file descriptor number" in r.stderr
+    assert f.handovers() == 2
+
+
+def test_a_broken_install_that_would_loop_says_so(front: Path, tmp_path: Path) -> None:
+    """sandboxer-py being the front itself (a packaging mistake) ends at once with a message, not a busy loop."""
+    shutil.copy2(front, tmp_path / "sandboxer")
+    shutil.copy2(front, tmp_path / "sandboxer-py")
+    r = subprocess.run([str(tmp_path / "sandboxer"), "--version"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 125 and "is not the Python launcher" in r.stderr
+
+
 @pytest.mark.parametrize("opts", [("--audit", "-"), ("--timeout", "30"), ("--stats",), ("--dry-run",), ("--best-effort",),
                                   ("--env=MODE=x",), ("--no-cache",)])
 def test_options_the_front_does_not_know_go_to_python(f: Front, opts: tuple[str, ...]) -> None:
@@ -223,6 +248,25 @@ def test_a_changed_manifest_or_extended_profile_is_not_served_stale(f: Front, tm
     m.write_text(m.read_text() + "description: changed too\n")
     assert f.run(PY, "-c", "pass", manifest=m).returncode == 0
     assert f.handovers() == 3
+
+
+def test_a_relative_extends_is_checked_where_it_is_not_where_the_run_started(f: Front, tmp_path: Path) -> None:
+    """The image (and the plan cache) record the real path of each extended profile: a run from another directory
+    with a stale copy of the profile there must not keep the old grants."""
+    proj, other = tmp_path / "proj", tmp_path / "other"
+    proj.mkdir()
+    other.mkdir()
+    granting = "sandboxer: 1\nname: base\nextends: [builtin:python3]\nimports:\n  wasi:filesystem/preopens:\n" \
+               "    - {path: /etc/hostname, access: read}\n"
+    (proj / "base.yaml").write_text(granting)
+    (other / "base.yaml").write_text(granting)  # the stale copy
+    (proj / "m.yaml").write_text(MANIFEST.format(data=f.data).replace("extends: [builtin:python3]", "extends: [base.yaml]"))
+    read = ("import sys\ntry:\n    open('/etc/hostname').read()\nexcept PermissionError:\n    sys.exit(13)\n")
+    assert f.run(PY, "-c", read, manifest=Path("m.yaml"), cwd=proj).returncode == 0
+    assert f.run(PY, "-c", read, manifest=Path("m.yaml"), cwd=proj).returncode == 0
+    assert f.handovers() == 1
+    (proj / "base.yaml").write_text("sandboxer: 1\nname: base\nextends: [builtin:python3]\n")  # tightened
+    assert f.run(PY, "-c", read, manifest=Path("../proj/m.yaml"), cwd=other).returncode == 13
 
 
 def test_an_image_in_a_cache_others_can_write_is_not_used(f: Front) -> None:
