@@ -78,6 +78,40 @@ static char **orig_argv;
 
 /* ---- hand-over to the Python launcher ------------------------------------------------------- */
 
+/* execv(path) for a `#!` script, doing the kernel's interpreter step here: it saves one exec round
+ * (~0.2 ms). argv becomes: interpreter, its one optional argument, path, then argv[1..]. Anything
+ * unexpected is left to the kernel, and so is reporting a failure. */
+static void exec_script(const char *path, char **argv)
+{
+	char line[PATH_MAX + 64], *interp, *arg = NULL, *end, *args[4 + 4096];
+	int fd = open(path, O_RDONLY | O_CLOEXEC), n = 0, argc = 0;
+	ssize_t got = fd >= 0 ? read(fd, line, sizeof line - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	while (argv[argc])
+		argc++;
+	if (got > 2 && line[0] == '#' && line[1] == '!' && argc < 4096 && (end = memchr(line, '\n', (size_t)got))) {
+		*end = 0;
+		interp = line + 2 + strspn(line + 2, " \t");
+		end = interp + strcspn(interp, " \t");
+		if (*end) {
+			*end = 0;
+			arg = end + 1 + strspn(end + 1, " \t");
+			for (end = arg + strlen(arg); end > arg && (end[-1] == ' ' || end[-1] == '\t'); )
+				*--end = 0;
+		}
+		args[n++] = interp;
+		if (arg && *arg)
+			args[n++] = arg;
+		args[n++] = (char *)path;
+		for (int i = 1; i <= argc; i++) /* and the terminating NULL */
+			args[n++] = argv[i];
+		if (*interp)
+			execv(interp, args);
+	}
+	execv(path, argv);
+}
+
 static _Noreturn void python(void)
 {
 	char self[PATH_MAX], *slash;
@@ -100,7 +134,7 @@ static _Noreturn void python(void)
 	}
 	setenv("SANDBOXER_FROM_FRONT", "1", 1); /* "write the image I missed" (the launcher removes it at once) */
 	orig_argv[0] = self;
-	execv(self, orig_argv);
+	exec_script(self, orig_argv);
 	fprintf(stderr, "sandboxer: cannot start the Python part of sandboxer (%s): %s\n", self, strerror(errno));
 	exit(125);
 }

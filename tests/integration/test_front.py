@@ -216,6 +216,19 @@ def test_keep_fd_must_be_digits_as_python_says(f: Front) -> None:
     assert f.handovers() == 2
 
 
+def test_the_hand_over_starts_sandboxer_py_as_the_kernel_would(front: Path, tmp_path: Path) -> None:
+    """The front does the #! step itself (one exec instead of two): interpreter, its one argument, the script, the
+    arguments; pip's /bin/sh trampoline for long interpreter paths works the same way."""
+    shutil.copy2(front, tmp_path / "sandboxer")
+    script = tmp_path / "sandboxer-py"
+    script.write_text("#!/bin/sh   -eu  \nprintf '%s|' \"$0\" \"$-\" \"$@\"\n")
+    script.chmod(0o755)
+    r = subprocess.run([str(tmp_path / "sandboxer"), "check", "a b", ""], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    path, flags, *args = r.stdout.split("|")[:-1]
+    assert path == str(script) and "e" in flags and "u" in flags and args == ["check", "a b", ""]
+
+
 def test_a_broken_install_that_would_loop_says_so(front: Path, tmp_path: Path) -> None:
     """sandboxer-py being the front itself (a packaging mistake) ends at once with a message, not a busy loop."""
     shutil.copy2(front, tmp_path / "sandboxer")
