@@ -752,7 +752,7 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
             if pid == 0:
                 sequence.run_child(prep.child)  # never returns
         finally:
-            if gc_was_enabled:
+            if gc_was_enabled or prep.session is not None:  # a supervisor may run for hours: collect its cycles
                 gc.enable()
         for fd in (prep.child.err_fd, prep.child.status_fd):  # our copies of the child's write ends
             if fd >= 0:
