@@ -379,3 +379,44 @@ def test_the_python_launcher_alone_writes_no_image(f: Front) -> None:
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert not (Path(f.env["XDG_CACHE_HOME"]) / "sandboxer" / "images").exists()
+
+
+NET_PROBE = r"""
+import errno, json, socket, sys
+out = {}
+for port in sys.argv[1:]:
+    s = socket.socket()
+    try:
+        s.settimeout(2)
+        s.connect(("127.0.0.1", int(port)))
+        out[port] = "ok"
+    except OSError as e:
+        out[port] = errno.errorcode.get(e.errno, str(e.errno))
+    finally:
+        s.close()
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+@pytest.mark.parametrize("network", ["host", "loopback"])
+def test_tcp_port_rules_hold_natively(f: Front, tmp_path: Path, network: str) -> None:
+    """Landlock's connect rule: the granted port connects (host network) or is refused by nobody listening
+    (a private loopback), the other port is EACCES; stdin, not granted, reads as /dev/null."""
+    import socket
+
+    servers = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    try:
+        granted, other = (str(s.getsockname()[1]) for s in servers)
+        m = tmp_path / "net.yaml"
+        m.write_text(f.manifest.read_text().replace(
+            "imports:\n", f"network: {network}\nimports:\n  wasi:sockets/tcp: {{connect: [{granted}]}}\n"))
+        runs = [f.run(PY, "-c", NET_PROBE + "print(repr(sys.stdin.read()))", granted, other, manifest=m,
+                      input="not for the workload") for _ in range(2)]
+    finally:
+        for s in servers:
+            s.close()
+    assert f.handovers() == 1 and runs[0].returncode == runs[1].returncode == 0, runs[1].stderr
+    assert runs[0].stdout == runs[1].stdout
+    seen = json.loads(runs[1].stdout.splitlines()[0])
+    assert seen == {granted: "ok" if network == "host" else "ECONNREFUSED", other: "EACCES"}
+    assert runs[1].stdout.splitlines()[1] == "''"
