@@ -17,10 +17,15 @@ def main(argv: list[str] | None = None) -> int:
         # on once the workload runs (launch/run.py), since it may serve notifications for hours.
         import gc
 
+        collecting = gc.isenabled()
         gc.disable()
         from .runner import main as run_main
 
-        code = run_main(args[1:], write_image=from_front)
+        try:
+            code = run_main(args[1:], write_image=from_front)
+        finally:
+            if collecting and argv is not None:  # called in-process: leave the caller's collector as it was
+                gc.enable()
         if argv is None:  # the process is ours: skip interpreter teardown (~3 ms a launch)
             _exit_now(code)
         return code

@@ -19,9 +19,14 @@ except ImportError:  # pragma: no cover - 3.12 merged it into _sha2
         from hashlib import sha256
 
 from . import __version__
+from .paths import absolute
 
 ENTRY_FILE = "plan.marshal"  # (inputs, plan, bpf) in one file: one open, one read
-FORMAT = 2  # 2: inputs are real paths (a relative `extends:` path was recorded as typed, and re-hashed from the cwd)
+# 3: keyed by the manifest's path as typed (made absolute, symlinks kept: relative `extends:` resolve from
+# it), inputs recorded the same way and hashed from the bytes the compiler read. (1 re-hashed a relative
+# input from the current directory; 2's real paths missed a repointed symlink and merged the entries of
+# a manifest and a symlink to it, whose relative `extends:` name different files.)
+FORMAT = 3
 
 
 def cache_root() -> str:
@@ -158,7 +163,7 @@ def _sha256(path: str) -> str:
 
 
 def entry_key(manifest: str, manifest_sha: str, target: tuple[str, int]) -> str:
-    text = f"{FORMAT}\0{__version__}\0{marshal.version}\0{target[0]}\0{target[1]}\0{os.path.realpath(manifest)}\0{manifest_sha}"
+    text = f"{FORMAT}\0{__version__}\0{marshal.version}\0{target[0]}\0{target[1]}\0{absolute(manifest)}\0{manifest_sha}"
     return sha256(text.encode()).hexdigest()[:32]
 
 
@@ -180,11 +185,14 @@ def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str, li
     return plan, bpf, sha, [tuple(i) for i in inputs]
 
 
-def store(manifest: str, target: tuple[str, int], sources: list[str], plan: dict, bpf: bytes
+def store(manifest: str, target: tuple[str, int], sources: list[tuple[str, str]], plan: dict, bpf: bytes
           ) -> list[tuple[str, str]]:
-    """Write an entry atomically (best effort: a read-only cache only costs speed); its inputs."""
-    sha = _sha256(manifest)
-    path = os.path.join(cache_root(), entry_key(manifest, sha, target))
-    inputs = [(os.path.realpath(s), _sha256(s)) for s in sources[1:]]  # re-hashed from any cwd
+    """Write an entry atomically (best effort: a read-only cache only costs speed); its inputs.
+
+    sources: (path, sha256 of the bytes compiled) of every file read, the manifest first. An input is
+    recorded by its absolute path with symlinks kept, and re-hashed through it: a repointed link is a miss.
+    """
+    path = os.path.join(cache_root(), entry_key(manifest, sources[0][1], target))
+    inputs = [(absolute(p), digest) for p, digest in sources[1:]]
     write_atomic(path, marshal.dumps((inputs, plan, bpf)))
     return inputs

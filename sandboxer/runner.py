@@ -131,8 +131,9 @@ def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | N
     policy = load_policy(source)
     plan = compile_plan(policy, Target(*target))
     bpf = assemble(plan["seccomp"])
-    inputs = cache.store(source, target, [source_path(s) for s in policy.sources], plan, bpf)
-    return plan, bpf, cache._sha256(source), inputs
+    sources = [(source_path(s), digest) for s, digest in zip(policy.sources, policy.source_sha256)]
+    inputs = cache.store(source, target, sources, plan, bpf)
+    return plan, bpf, policy.source_sha256[0], inputs
 
 
 def _is_wasm(path: str) -> bool:

@@ -13,6 +13,7 @@ import os
 import stat
 
 from sandboxer.errors import EXIT_LAUNCH, EXIT_NOEXEC, EXIT_NOTFOUND
+from sandboxer.paths import absolute  # as execve resolves it: "link/.." is not folded as text
 from sandboxer.launch.errors import LaunchError
 
 TYPE_CHECKING = False
@@ -85,18 +86,6 @@ def _not_granted(plan: Mapping[str, Any], name: str, path: str, real: str) -> La
     )
 
 
-def _absolute(path: str) -> str:
-    """`path` from the current directory, as execve resolves it: "." and "//" folded, ".." kept.
-
-    os.path.abspath would fold "link/.." as text, naming another file than the kernel (and the native
-    front) would when `link` is a symlink.
-    """
-    if not path.startswith("/"):
-        path = os.path.join(os.getcwd(), path)
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    return "/" + "/".join(parts)
-
-
 def _kind(path: str) -> str:
     """"missing", "dir", "noexec" or "ok" for a candidate file (following symlinks, as execve does)."""
     try:
@@ -133,7 +122,7 @@ def resolve_command(
         return grants is None or any(g.covers(real) for g in grants)
 
     if "/" in name:
-        path = _absolute(name)
+        path = absolute(name)
         kind = _kind(path)
         if kind == "missing":
             raise LaunchError(f"{name}: command not found (no such file)", EXIT_NOTFOUND)
@@ -151,7 +140,7 @@ def resolve_command(
     not_exec: str | None = None
     not_granted: tuple[str, str] | None = None
     for d in dirs:
-        path = _absolute(os.path.join(d or ".", name))
+        path = absolute(os.path.join(d or ".", name))
         kind = _kind(path)
         if kind == "ok":
             real = os.path.realpath(path)

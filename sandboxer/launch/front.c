@@ -63,7 +63,7 @@ struct ll_path_beneath { uint64_t allowed_access; int32_t parent_fd; } __attribu
 struct ll_net_port { uint64_t allowed_access; uint64_t port; };
 
 /* Mirrors sandboxer/launch/image.py: change both (and IMAGE_FORMAT) together. */
-#define IMAGE_FORMAT 2
+#define IMAGE_FORMAT 3
 static const char MAGIC[8] = {'S', 'B', 'X', 'I', 'M', 'G', '0', '1'};
 enum { T_INPUT = 1, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP };
 enum { F_NETNS = 1, F_LOOPBACK = 2, F_ROOTLESS = 4, F_DROP_BOUNDING = 8, F_EXEC_CHECKED = 16 };
@@ -83,7 +83,7 @@ static char **orig_argv;
  * unexpected is left to the kernel, and so is reporting a failure. */
 static void exec_script(const char *path, char **argv)
 {
-	char line[PATH_MAX + 64], *interp, *arg = NULL, *end, *args[4 + 4096];
+	char line[256 + 1], *interp, *arg = NULL, *end, *args[4 + 4096]; /* 256: the kernel's BINPRM_BUF_SIZE */
 	int fd = open(path, O_RDONLY | O_CLOEXEC), n = 0, argc = 0;
 	ssize_t got = fd >= 0 ? read(fd, line, sizeof line - 1) : -1;
 	if (fd >= 0)
@@ -127,7 +127,8 @@ static _Noreturn void python(void)
 	slash = strrchr(self, '/');
 	strcpy(slash + 1, "sandboxer-py");
 	/* A broken install (sandboxer-py is this program, or starts it again) must not loop forever. */
-	if (getenv("SANDBOXER_FROM_FRONT") || (stat("/proc/self/exe", &me) == 0 && stat(self, &py) == 0 &&
+	const char *from = getenv("SANDBOXER_FROM_FRONT");
+	if ((from && strcmp(from, "1") == 0) || (stat("/proc/self/exe", &me) == 0 && stat(self, &py) == 0 &&
 					       me.st_dev == py.st_dev && me.st_ino == py.st_ino)) {
 		fprintf(stderr, "sandboxer: %s is not the Python launcher (it started this program again): reinstall sandboxer\n", self);
 		exit(125);
@@ -744,18 +745,44 @@ static int read_int_file(const char *path, int fallback)
 	return n > 0 ? atoi(buf) : fallback;
 }
 
+/* paths.absolute(): `path` from the current directory, "." and "//" folded, ".." and symlinks kept (they
+ * decide what a relative `extends:` names, so the image key is this, not the real path). 0 if too long. */
+static int absolute(const char *path, char *out, size_t size)
+{
+	char joined[PATH_MAX * 2];
+	size_t n = 0;
+	if (path[0] == '/')
+		snprintf(joined, sizeof joined, "%s", path);
+	else if (!getcwd(joined, PATH_MAX) || (size_t)snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "/%s", path) >= sizeof joined - strlen(joined))
+		return 0;
+	for (char *part = strtok(joined, "/"); part; part = strtok(NULL, "/")) {
+		size_t len = strlen(part);
+		if (strcmp(part, ".") == 0)
+			continue;
+		if (n + 1 + len + 1 > size)
+			return 0;
+		out[n++] = '/';
+		memcpy(out + n, part, len);
+		n += len;
+	}
+	if (n == 0)
+		out[n++] = '/';
+	out[n] = 0;
+	return 1;
+}
+
 /* The image for this manifest, checked fresh and made for this user and host; NULL otherwise. */
 static unsigned char *load_image(const char *source, struct image *im)
 {
-	char real[PATH_MAX], sha[65], key[65], dir[PATH_MAX], text[PATH_MAX + 256];
+	char typed[PATH_MAX], sha[65], key[65], dir[PATH_MAX], text[PATH_MAX + 256];
 	const char *base = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
 	unsigned char *manifest, *image;
 	size_t len, ilen;
-	if (!ARCH[0] || !realpath(source, real) || !(manifest = read_file(real, &len)))
+	if (!ARCH[0] || !absolute(source, typed, sizeof typed) || !(manifest = read_file(typed, &len)))
 		return NULL;
 	sha256_hex(manifest, len, sha);
 	free(manifest);
-	int n = snprintf(text, sizeof text, "%d%c%s%c%s%c%s%c%s", IMAGE_FORMAT, 0, SANDBOXER_VERSION, 0, ARCH, 0, real, 0, sha);
+	int n = snprintf(text, sizeof text, "%d%c%s%c%s%c%s%c%s", IMAGE_FORMAT, 0, SANDBOXER_VERSION, 0, ARCH, 0, typed, 0, sha);
 	if (n < 0 || (size_t)n >= sizeof text)
 		return NULL;
 	sha256_hex(text, (size_t)n, key);
@@ -818,6 +845,7 @@ static int reap(pid_t pid)
 	while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) < 0 && errno == EINTR)
 		;
 	killpg(pid, SIGKILL);
+	workload = 0; /* once reaped, the pid may be reused: forward nothing to it */
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);

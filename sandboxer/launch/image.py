@@ -18,6 +18,7 @@ import os
 import struct
 
 from sandboxer import __version__, cache
+from sandboxer.paths import absolute
 from sandboxer.mechanisms.landlock.apply import downgrade, ruleset_attr_size
 from sandboxer.mechanisms.landlock.rights import FILE_ONLY_RIGHTS, FS_RIGHTS, NET_RIGHTS, RESTRICT_FLAGS, SCOPES, mask
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     from sandboxer.launch.sequence import Prepared
 
-FORMAT = 2  # 2: inputs are real paths (cache.FORMAT 2)
+FORMAT = 3  # as cache.FORMAT 3: keyed by the manifest path as typed (absolute, symlinks kept)
 MAGIC = b"SBXIMG01"
 T_INPUT, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP = range(1, 10)
 F_NETNS, F_LOOPBACK, F_ROOTLESS, F_DROP_BOUNDING, F_EXEC_CHECKED = 1, 2, 4, 8, 16
@@ -37,7 +38,7 @@ ARCHES = ("x86_64", "aarch64")  # what front.c is built for; elsewhere no image 
 
 def image_path(manifest: str, manifest_sha: str, arch: str) -> str:
     """Where the image of `manifest` (this content, this sandboxer, this arch) lives; front.c computes the same."""
-    text = f"{FORMAT}\0{__version__}\0{arch}\0{os.path.realpath(manifest)}\0{manifest_sha}"
+    text = f"{FORMAT}\0{__version__}\0{arch}\0{absolute(manifest)}\0{manifest_sha}"
     key = cache.sha256(text.encode()).hexdigest()[:32]
     return os.path.join(os.path.dirname(cache.cache_root()), "images", key)
 

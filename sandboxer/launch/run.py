@@ -585,7 +585,7 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
             if session is None and body is None:
                 _store_image(prep, plan, bpf, opts)
             if body is not None and session is None and prep.placement is None and prep.deadline_s is None \
-                    and not opts.stats:
+                    and not opts.stats and _single_threaded():
                 _run_in_place(prep)  # never returns
             if session is not None:
                 session.limit_values = _limit_values(plan)
@@ -599,6 +599,15 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
     finally:
         if session is not None and own_session:
             session.close()
+
+
+def _single_threaded() -> bool:
+    """Landlock, seccomp (without TSYNC), no_new_privs, capset and unshare(CLONE_NEWUSER) act on the calling
+    thread only: a process with other threads must fork its host (the child has one thread) instead."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
 
 
 def _run_in_place(prep: Preparation) -> NoReturn:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..cache import sha256
 from ..errors import Diagnostic, ManifestError, Span
 from ..model.policy import Grant, Limits, Policy, Preopen
 from ..model.validate import Document, did_you_mean, validate_document
+from ..paths import fold
 from .located import parse_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -33,7 +35,7 @@ def load_policy(path: str | os.PathLike) -> Policy:
         files = list(loader.sources)  # in the order they were read: the manifest first
         order = lambda d: (files.index(d.span.file), d.span.line, d.span.col) if d.span and d.span.file in files else (-1, 0, 0)  # noqa: E731
         raise ManifestError(sorted(loader.diags, key=order), loader.sources)
-    return _merge(docs, loader.sources)
+    return _merge(docs, loader.sources, loader.digests)
 
 
 class _Loader:
@@ -42,6 +44,7 @@ class _Loader:
         self.sources: dict[str, list[str]] = {}
         self.done: dict[str, list[Document]] = {}
         self.names: dict[str, str] = {}  # real path -> the name the user wrote
+        self.digests: dict[str, str] = {}  # display name -> sha256 of the bytes read
 
     def load(self, file: str, at: Span | None, chain: tuple[str, ...]) -> list[Document]:
         """Documents in merge order (bases first, this file last).
@@ -58,12 +61,14 @@ class _Loader:
         if real in self.done:
             return self.done[real]
         try:
-            text = Path(file).read_text(encoding="utf-8")
+            data = Path(file).read_bytes()
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             self.diags.append(Diagnostic(at, f"cannot read manifest '{file}': {reason}"))
             return []
         self.sources[display] = text.splitlines()
+        self.digests[display] = sha256(data).hexdigest()  # what was compiled, not a later re-read
         root, diags = parse_yaml(text, display)
         self.diags += diags
         if root is None:
@@ -90,10 +95,10 @@ class _Loader:
             return None
         if os.path.isabs(ref):
             return ref
-        return os.path.normpath(os.path.join(os.path.dirname(file), ref))
+        return fold(os.path.join(os.path.dirname(file), ref))  # ".." kept: the kernel resolves it past symlinks
 
 
-def _merge(docs: list[Document], sources: dict[str, list[str]]) -> Policy:
+def _merge(docs: list[Document], sources: dict[str, list[str]], digests: dict[str, str]) -> Policy:
     """Later documents win for settings; grants and paths are unions."""
     grants: dict[str, Grant] = {}
     preopens: dict[str, Preopen] = {}
@@ -128,6 +133,7 @@ def _merge(docs: list[Document], sources: dict[str, list[str]]) -> Policy:
         network=network,
         network_at=network_at,
         sources=tuple(reversed([d.file for d in docs])),
+        source_sha256=tuple(reversed([digests[d.file] for d in docs])),
     )
 
 

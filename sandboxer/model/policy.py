@@ -55,6 +55,7 @@ class Policy:
     network: str | None
     network_at: Span | None
     sources: tuple[str, ...]  # every file read, the manifest first
+    source_sha256: tuple[str, ...] = ()  # the sha256 of the bytes read from each, in the same order
 
     def has(self, capability: str) -> bool:
         return capability in self.grants

@@ -12,6 +12,8 @@ Landlock: no additions. The child opens only what the module's preopens reach (t
   opens nothing of its own once running (checked with `strace -f`: the only path lookups after
   landlock_restrict_self are the guest's, under its preopens).
 seccomp (the manifest's filter, then):
+  - ioctl TIOCSCTTY, TIOCSPGRP, TIOCNOTTY: refused. A host run in place keeps its caller's session and
+    terminal (sandboxer.launch.sequence), so it must not take a terminal or move its foreground group
   - execve and execveat: refused (SECCOMP violation action), whatever the manifest grants. The host
     has no reason to exec; a runtime bug that reaches execve gets EPERM (or the kill action).
   - clone with CLONE_THREAD and no namespace flags: the epoch thread (wall-time deadline) and
@@ -42,7 +44,9 @@ import marshal
 import os
 
 HOST = "sandboxer:wasm-host"
-HOST_PLAN_FORMAT = 4  # bump when derive_host_plan changes what it produces (the host-plan cache key)
+# asm-generic/ioctls.h (x86_64 and aarch64 alike)
+JOB_CONTROL_IOCTLS = (("TIOCSCTTY", 0x540E), ("TIOCSPGRP", 0x5410), ("TIOCNOTTY", 0x5422))
+HOST_PLAN_FORMAT = 5  # bump when derive_host_plan changes what it produces (the host-plan cache key)
 HOST_MEMORY_OVERHEAD = 128 * 1024 * 1024
 HOST_WALL_GRACE_S = 2.0
 HOST_THREADS = 32
@@ -95,6 +99,13 @@ def _seccomp(section: dict) -> None:
     elif threads not in entries["clone"].get("rules", ()):
         # The manifest's own clone entry (complain mode always has one): the host's threads come first.
         entries["clone"] = dict(entries["clone"], rules=[threads, *entries["clone"].get("rules", ())])
+    # Job control: a host run in place keeps the caller's session and terminal (no setsid), so the ioctls
+    # that take a terminal or move its foreground group are refused too (TIOCSTI already is, for all).
+    if "ioctl" in entries:
+        taken = [{"when": [{"arg": 1, "op": "eq", "value": cmd, "width": 32}], "action": refused,
+                  "why": f"{name}: the wasm host never does job control on the caller's terminal"}
+                 for name, cmd in JOB_CONTROL_IOCTLS]
+        entries["ioctl"] = dict(entries["ioctl"], rules=[*entries["ioctl"].get("rules", ()), *taken])
     section["syscalls"] = sorted(entries.values(), key=lambda e: e["name"])
 
 

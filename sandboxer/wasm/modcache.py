@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import os
 
-try:  # the builtin module: hashlib would first load OpenSSL (~2.5 ms on every run)
-    from _sha256 import sha256 as _sha256
-except ImportError:  # pragma: no cover - interpreters without the builtin
-    from hashlib import sha256 as _sha256
+from ..cache import sha256 as _sha256  # the builtin (hashlib would load OpenSSL, ~2.5 ms a run)
 
 ENTRY_FILE = "module.cwasm"
 

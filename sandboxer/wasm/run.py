@@ -193,7 +193,7 @@ def _run(plan: dict, args, manifest: str, sink) -> int:
     if inprocess:  # benchmarks only: no native confinement, so no launch/exit records either
         code = 0 if prepared is None else host.run_spec(spec, prepared.host)
     else:
-        from .host_plan import cached_host_plan
+        from .host_plan import HOST_WALL_GRACE_S, cached_host_plan
 
         _check_single_threaded()
         host_plan, host_bpf = cached_host_plan(plan, use_cache=not args.no_cache)
@@ -203,7 +203,10 @@ def _run(plan: dict, args, manifest: str, sink) -> int:
 
             session = AuditSession(None, host_plan, host_bpf, sink=sink)  # the host is supervised like a native run
             session.exit_limits = lambda code: _limit_records(code, spec)
-        opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=None,
+        # --timeout is enforced in the runtime (epoch deadline, in spec); the native kill a grace period later
+        # is the backstop for a guest blocked in a host call, as for the manifest's wall-time (host_plan).
+        backstop = None if args.timeout is None else args.timeout + HOST_WALL_GRACE_S
+        opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=backstop,
                              best_effort=args.best_effort, stats=args.stats, audit=args.audit, dry_run=args.dry_run,
                              manifest=manifest, manifest_sha256=_sha(manifest), session=session)
         # The child's "workload" is the body; argv is what --dry-run and error messages show.

@@ -282,6 +282,34 @@ def test_a_relative_extends_is_checked_where_it_is_not_where_the_run_started(f: 
     assert f.run(PY, "-c", read, manifest=Path("../proj/m.yaml"), cwd=other).returncode == 13
 
 
+def test_a_symlinked_manifest_and_a_repointed_profile_are_not_served_stale(f: Front, tmp_path: Path) -> None:
+    """A relative extends: names a file next to the manifest as typed. A symlink to a manifest in another directory
+    is another entry (its base.yaml is another file), and a profile symlink pointed elsewhere is a miss."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    granting = "sandboxer: 1\nname: base\nextends: [builtin:python3]\nimports:\n  wasi:filesystem/preopens:\n" \
+               "    - {path: /etc/hostname, access: read}\n"
+    strict = "sandboxer: 1\nname: base\nextends: [builtin:python3]\n"
+    (a / "v1.yaml").write_text(granting)
+    (a / "v2.yaml").write_text(strict)
+    (a / "base.yaml").symlink_to("v1.yaml")
+    (b / "base.yaml").write_text(strict)
+    (a / "m.yaml").write_text(MANIFEST.format(data=f.data).replace("extends: [builtin:python3]", "extends: [base.yaml]"))
+    (b / "m.yaml").symlink_to(a / "m.yaml")
+    read = ("import sys\ntry:\n    open('/etc/hostname').read()\nexcept PermissionError:\n    sys.exit(13)\n")
+    for _ in range(2):
+        assert f.run(PY, "-c", read, manifest=a / "m.yaml").returncode == 0
+    assert f.handovers() == 1
+    for _ in range(2):  # b/m.yaml is a's manifest, but its base.yaml is b's: no /etc/hostname
+        assert f.run(PY, "-c", read, manifest=b / "m.yaml").returncode == 13
+    assert f.handovers() == 2
+    (a / "base.yaml").unlink()
+    (a / "base.yaml").symlink_to("v2.yaml")
+    assert f.run(PY, "-c", read, manifest=a / "m.yaml").returncode == 13
+    assert f.handovers() == 3
+
+
 def test_an_image_in_a_cache_others_can_write_is_not_used(f: Front) -> None:
     f.probe()
     images = Path(f.env["XDG_CACHE_HOME"]) / "sandboxer" / "images"

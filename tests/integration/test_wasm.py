@@ -100,6 +100,15 @@ def test_timeout_option_stops_loop(tmp_path, dirs):
     assert r.returncode == 137 and "wall time of 0.5 s exceeded" in r.stderr
 
 
+def test_timeout_option_has_a_native_backstop_for_a_guest_asleep_in_the_host(tmp_path):
+    """--timeout is an epoch deadline in the runtime, which a guest blocked in poll_oneoff never reaches: the native
+    kill a grace period later ends it (so a run with --timeout is supervised, never in place)."""
+    m = write_manifest(tmp_path, "  wasi:clocks/monotonic-clock: {}\n  wasi:cli/stderr: {}\n", limits="{open-files: 64}")
+    started = time.monotonic()
+    r = run(m, str(WASM / "nap.wasm"), options=("--timeout", "1"), timeout=30)
+    assert r.returncode == 137 and time.monotonic() - started < 10, r.stderr
+
+
 def test_memory_hog_stopped_by_memory_limit(tmp_path, dirs):
     """Linear memory cannot grow past limits.memory: the hog's allocator fails and it is reported as the limit (137)."""
     m = fs_manifest(tmp_path, dirs, limits="{memory: 32Mi, wall-time: 20s}")
@@ -307,6 +316,34 @@ def test_a_step_failing_in_place_is_reported_like_a_forked_childs(tmp_path, dirs
     r = subprocess.run([sys.executable, "-c", script, str(m), str(WASM / "hello.wasm")], capture_output=True,
                        text=True, cwd=REPO, timeout=60)
     assert r.returncode == 125 and r.stderr == "sandboxer: setrlimit() failed: EPERM: Operation not permitted\n", r.stderr
+
+
+def test_the_host_in_place_cannot_take_the_callers_terminal(tmp_path, dirs):
+    """In place the host keeps its caller's session: TIOCSCTTY, TIOCSPGRP and TIOCNOTTY are refused by seccomp
+    (EPERM, before the kernel would even look at the fd), as TIOCSTI is for every plan."""
+    script = (
+        "import errno, fcntl, struct, sys\n"
+        "from sandboxer.runner import load_plan\n"
+        "from sandboxer.launch.run import launch, LaunchOptions\n"
+        "from sandboxer.wasm.host_plan import derive_host_plan\n"
+        "plan, _bpf, _, _ = load_plan(sys.argv[1])\n"
+        "host, bpf = derive_host_plan(plan)\n"
+        "def body():\n"
+        "    seen = []\n"
+        "    for cmd in (0x540E, 0x5410, 0x5422, 0x5412):\n"
+        "        try:\n"
+        "            fcntl.ioctl(0, cmd, struct.pack('i', 0))\n"
+        "            seen.append('ok')\n"
+        "        except OSError as e:\n"
+        "            seen.append(errno.errorcode[e.errno])\n"
+        "    print(' '.join(seen), flush=True)\n"
+        "    return 0\n"
+        "sys.exit(launch(host, bpf, [sys.argv[2]], LaunchOptions(), body=body))\n"
+    )
+    m = fs_manifest(tmp_path, dirs, limits="{open-files: 64}")
+    r = subprocess.run([sys.executable, "-c", script, str(m), str(WASM / "hello.wasm")], capture_output=True,
+                       text=True, cwd=REPO, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "EPERM EPERM EPERM EPERM\n"), r.stderr
 
 
 def test_without_limits_the_host_runs_in_place_confined(tmp_path, dirs):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxer.launch.command import _absolute, resolve_command
+from sandboxer.launch.command import resolve_command
+from sandboxer.paths import absolute as _absolute
 
 
 def test_dot_and_double_slash_are_folded_but_dotdot_is_kept() -> None:

