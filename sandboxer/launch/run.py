@@ -66,6 +66,7 @@ class LaunchOptions:
         # (path, sha256) of each file the manifest extends; given when the native front wants a launch image
         manifest_inputs: list[tuple[str, str]] | None = None,
         session: Any = None,  # an AuditSession made by the caller (the wasm path), instead of one made here
+        grace_s: float = 0.0,  # the wall-time kill comes this much after the wall time (the wasm host stops itself first)
     ) -> None:
         self.env_overrides: list[str] = [] if env_overrides is None else env_overrides
         self.keep_fds: list[int] = [] if keep_fds is None else keep_fds
@@ -78,6 +79,7 @@ class LaunchOptions:
         self.manifest_sha256 = manifest_sha256
         self.manifest_inputs = manifest_inputs
         self.session = session
+        self.grace_s = grace_s
 
 
 class Preparation:
@@ -95,7 +97,7 @@ class Preparation:
         leaf: Leaf | None = None,
         placement: Placement | None = None,
         v2_procs_fd: int = -1,
-        deadline_s: float | None = None,
+        deadline_s: float | None = None,  # when the kill comes: the wall time, plus LaunchOptions.grace_s
         warnings: list[str] | None = None,
         fds: list[int] | None = None,  # every fd opened here, closed by close()
         session: AuditSession | None = None,  # a supervised run (audit records, complain mode)
@@ -111,6 +113,7 @@ class Preparation:
         self.placement = placement
         self.v2_procs_fd = v2_procs_fd
         self.deadline_s = deadline_s
+        self.wall_s: float | None = None  # the wall time itself (--timeout or the plan's), for messages and records
         self.warnings: list[str] = [] if warnings is None else warnings
         self.fds: list[int] = [] if fds is None else fds
         self.session = session
@@ -349,7 +352,8 @@ def prepare(plan: Mapping[str, Any], bpf: bytes | None, argv: list[str], opts: L
 
                 child.landlock_flags |= LANDLOCK_LOG_NEW_EXEC_ON
         limits = [t for t in (opts.timeout, plan.get("wall_time_s")) if t is not None]
-        prep.deadline_s = min(limits) if limits else None
+        prep.wall_s = min(limits) if limits else None
+        prep.deadline_s = None if prep.wall_s is None else prep.wall_s + opts.grace_s
         _cgroups(plan, opts, prep)
         if not opts.dry_run:
             prep.err_r, child.err_fd = os.pipe2(os.O_CLOEXEC)
@@ -443,7 +447,8 @@ def describe(prep: Preparation, plan: Mapping[str, Any], argv: list[str]) -> str
         ("cgroups", cg),
         ("capabilities", "all dropped" + (f", bounding set 0..{c.cap_last_cap} emptied" if c.drop_bounding else "")),
         ("no_new_privs", "set"),
-        ("wall time", f"{prep.deadline_s:g} s" if prep.deadline_s is not None else "unlimited"),
+        ("wall time", "unlimited" if prep.wall_s is None else f"{prep.wall_s:g} s" + (
+            f" (killed {prep.deadline_s - prep.wall_s:g} s later if it has not stopped)" if prep.deadline_s != prep.wall_s else "")),
     ]
     return "\n".join(f"{k:<13}{v}" for k, v in rows)
 
@@ -791,7 +796,8 @@ def _run(prep: Preparation, opts: LaunchOptions) -> int:
         exit_code = 128 + signal.SIGSYS  # the plan's `kill`, carried out by the supervisor: report it as seccomp would
         sys.stderr.write("sandboxer: the workload was killed for a system call the plan refuses (on-violation: kill)\n")
     if outcome.timed_out:
-        sys.stderr.write(f"sandboxer: wall time of {prep.deadline_s:g} s exceeded: the sandbox was killed\n")
+        late = "" if prep.deadline_s == prep.wall_s else f"; {prep.deadline_s - prep.wall_s:g} s later it had not stopped by itself"
+        sys.stderr.write(f"sandboxer: wall time of {prep.wall_s:g} s exceeded{late}: the sandbox was killed\n")
     if opts.stats:
         _print_stats(outcome, prep)
     if session is not None:
@@ -809,4 +815,4 @@ def _finish_audit(session: AuditSession, prep: Preparation, outcome: Outcome, ex
         except (CgroupError, OSError):
             pass
     session.finish(status=outcome.status, exit_code=exit_code, duration=outcome.duration, rusage=outcome.rusage,
-                   cgroup=cgroup, limits=session.limit_values, timed_out=prep.deadline_s if outcome.timed_out else None)
+                   cgroup=cgroup, limits=session.limit_values, timed_out=prep.wall_s if outcome.timed_out else None)

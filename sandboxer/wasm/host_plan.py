@@ -31,7 +31,8 @@ limits:
     (no wasi-threads here), so pids bounds only the runtime's own threads, which it needs: when
     tokio cannot start a pool thread, the guest's filesystem call never returns
   - wall time: the module's deadline is enforced inside the runtime (clean message, exit 137); the
-    native launcher's kill is a backstop HOST_WALL_GRACE_S later
+    native launcher's kill is a backstop HOST_WALL_GRACE_S later (sandboxer.wasm.run passes it as
+    LaunchOptions.grace_s, for the manifest's wall-time and --timeout alike)
   - address-space (RLIMIT_AS) is not applied to the host: wasmtime reserves several GiB of virtual
     space per linear memory (guard regions); memory is bounded by the store limit and the cgroup
 stdio: the host keeps fds 0-2 so that its own messages reach the user; what the module sees of
@@ -46,7 +47,7 @@ import os
 HOST = "sandboxer:wasm-host"
 # asm-generic/ioctls.h (x86_64 and aarch64 alike)
 JOB_CONTROL_IOCTLS = (("TIOCSCTTY", 0x540E), ("TIOCSPGRP", 0x5410), ("TIOCNOTTY", 0x5422))
-HOST_PLAN_FORMAT = 5  # bump when derive_host_plan changes what it produces (the host-plan cache key)
+HOST_PLAN_FORMAT = 6  # bump when derive_host_plan changes what it produces (the host-plan cache key)
 HOST_MEMORY_OVERHEAD = 128 * 1024 * 1024
 HOST_WALL_GRACE_S = 2.0
 HOST_THREADS = 32
@@ -151,8 +152,6 @@ def derive_host_plan(plan: dict) -> tuple[dict, bytes]:
     _add_memory_overhead(cgroups)
     _add_threads(cgroups)
     host["rlimits"] = {k: v for k, v in (host.get("rlimits") or {}).items() if k != "AS"}
-    if host.get("wall_time_s") is not None:
-        host["wall_time_s"] = host["wall_time_s"] + HOST_WALL_GRACE_S
     host["stdio"] = {"stdin": True, "stdout": True, "stderr": True}
     _seccomp(host["seccomp"])
     return host, assemble(host["seccomp"])

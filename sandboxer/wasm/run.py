@@ -205,8 +205,8 @@ def _run(plan: dict, args, manifest: str, sink) -> int:
             session.exit_limits = lambda code: _limit_records(code, spec)
         # --timeout is enforced in the runtime (epoch deadline, in spec); the native kill a grace period later
         # is the backstop for a guest blocked in a host call, as for the manifest's wall-time (host_plan).
-        backstop = None if args.timeout is None else args.timeout + HOST_WALL_GRACE_S
-        opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=backstop,
+        opts = LaunchOptions(env_overrides=args.env, keep_fds=args.keep_fds, timeout=args.timeout,
+                             grace_s=HOST_WALL_GRACE_S,
                              best_effort=args.best_effort, stats=args.stats, audit=args.audit, dry_run=args.dry_run,
                              manifest=manifest, manifest_sha256=_sha(manifest), session=session)
         # The child's "workload" is the body; argv is what --dry-run and error messages show.

@@ -107,6 +107,8 @@ def test_timeout_option_has_a_native_backstop_for_a_guest_asleep_in_the_host(tmp
     started = time.monotonic()
     r = run(m, str(WASM / "nap.wasm"), options=("--timeout", "1"), timeout=30)
     assert r.returncode == 137 and time.monotonic() - started < 10, r.stderr
+    assert r.stderr == ("sandboxer: wall time of 1 s exceeded; 2 s later it had not stopped by itself: "
+                        "the sandbox was killed\n")
 
 
 def test_memory_hog_stopped_by_memory_limit(tmp_path, dirs):
