@@ -8,9 +8,10 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    # Set by the native front (launch/front.c) when it hands a run over: write the launch image it
-    # missed. Removed here, before anything could pass it on to a workload.
-    from_front = os.environ.pop("SANDBOXER_FROM_FRONT", None) == "1"
+    # Set by the native front (launch/front.c) when it hands a run over, to its own directory: write the
+    # launch image it missed, for that install. Removed here, before anything could pass it on to a workload.
+    front = os.environ.pop("SANDBOXER_FROM_FRONT", None)
+    front = front if front and front.startswith("/") else None
     if args and args[0] == "run":
         # A launcher lives briefly and refcounting frees what it allocates: the cyclic collector would only
         # cost time (~3.5 ms of a wasm run, while wasmtime's import allocates). A supervisor turns it back
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import main as run_main
 
         try:
-            code = run_main(args[1:], write_image=from_front)
+            code = run_main(args[1:], front=front)
         finally:
             if collecting and argv is not None:  # called in-process: leave the caller's collector as it was
                 gc.enable()

@@ -26,7 +26,9 @@ ENTRY_FILE = "plan.marshal"  # (inputs, plan, bpf) in one file: one open, one re
 # it), inputs recorded the same way and hashed from the bytes the compiler read. (1 re-hashed a relative
 # input from the current directory; 2's real paths missed a repointed symlink and merged the entries of
 # a manifest and a symlink to it, whose relative `extends:` name different files.)
-FORMAT = 3
+FORMAT = 4  # 4: the install is part of the key (two installs of one version may carry different builtin: profiles)
+# The installed package: builtin: profiles and the compiler come from here, so a plan is this install's.
+INSTALL = os.path.dirname(os.path.abspath(__file__))
 
 
 def cache_root() -> str:
@@ -163,7 +165,7 @@ def _sha256(path: str) -> str:
 
 
 def entry_key(manifest: str, manifest_sha: str, target: tuple[str, int]) -> str:
-    text = f"{FORMAT}\0{__version__}\0{marshal.version}\0{target[0]}\0{target[1]}\0{absolute(manifest)}\0{manifest_sha}"
+    text = f"{FORMAT}\0{__version__}\0{INSTALL}\0{marshal.version}\0{target[0]}\0{target[1]}\0{absolute(manifest)}\0{manifest_sha}"
     return sha256(text.encode()).hexdigest()[:32]
 
 

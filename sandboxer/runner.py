@@ -147,8 +147,8 @@ def _is_wasm(path: str) -> bool:
         return False
 
 
-def main(argv: list[str], write_image: bool = False) -> int:
-    """`sandboxer run`; `write_image`: the native front handed this run over, leave it a launch image."""
+def main(argv: list[str], front: str | None = None) -> int:
+    """`sandboxer run`; `front`: the directory of the native front that handed this run over (leave it an image)."""
     try:
         args = parse_args(argv)
         plan, bpf, manifest_sha, inputs = load_plan(args.source, args.no_cache)
@@ -162,7 +162,7 @@ def main(argv: list[str], write_image: bool = False) -> int:
                              best_effort=args.best_effort, stats=args.stats, audit=args.audit,
                              dry_run=args.dry_run, manifest=args.source if manifest_sha else None,
                              manifest_sha256=manifest_sha,
-                             manifest_inputs=inputs if write_image else None)
+                             manifest_inputs=inputs, front=front)
         return launch(plan, bpf, args.command, opts)
     except SandboxerError as e:
         sys.stderr.write(e.render() + "\n")

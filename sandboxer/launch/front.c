@@ -63,7 +63,7 @@ struct ll_path_beneath { uint64_t allowed_access; int32_t parent_fd; } __attribu
 struct ll_net_port { uint64_t allowed_access; uint64_t port; };
 
 /* Mirrors sandboxer/launch/image.py: change both (and IMAGE_FORMAT) together. */
-#define IMAGE_FORMAT 3
+#define IMAGE_FORMAT 4
 static const char MAGIC[8] = {'S', 'B', 'X', 'I', 'M', 'G', '0', '1'};
 enum { T_INPUT = 1, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP };
 enum { F_NETNS = 1, F_LOOPBACK = 2, F_ROOTLESS = 4, F_DROP_BOUNDING = 8, F_EXEC_CHECKED = 16 };
@@ -75,6 +75,9 @@ enum { SETSID, PDEATHSIG, SIGNALS, ENVIRONMENT, STDIO, CLOSE_FDS, CGROUP, PIDNS,
 #define MAX_FILE (1 << 20)
 
 static char **orig_argv;
+/* This install's bin directory (from /proc/self/exe), or "" without /proc: images are scoped to it, since
+ * two installs of one version may carry different builtin: profiles. */
+static char install[PATH_MAX];
 
 /* ---- hand-over to the Python launcher ------------------------------------------------------- */
 
@@ -116,24 +119,27 @@ static _Noreturn void python(void)
 {
 	char self[PATH_MAX], *slash;
 	struct stat me, py;
-	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 16);
-	if (n <= 0 && strchr(orig_argv[0], '/') && strlen(orig_argv[0]) < sizeof self - 16) /* no /proc */
-		n = (ssize_t)strlen(strcpy(self, orig_argv[0]));
-	if (n <= 0) {
-		fprintf(stderr, "sandboxer: cannot find the Python part of sandboxer: /proc/self/exe: %s\n", strerror(errno));
+	const char *from = getenv("SANDBOXER_FROM_FRONT");
+	size_t n = 0;
+	if (install[0])
+		n = (size_t)snprintf(self, sizeof self, "%s/sandboxer-py", install);
+	else if ((slash = strrchr(orig_argv[0], '/')) && (size_t)(slash - orig_argv[0]) < sizeof self - 16) /* no /proc */
+		n = (size_t)snprintf(self, sizeof self, "%.*s/sandboxer-py", (int)(slash - orig_argv[0]), orig_argv[0]);
+	if (n == 0 || n >= sizeof self) {
+		fprintf(stderr, "sandboxer: cannot find the Python part of sandboxer (no /proc/self/exe, no path in argv[0])\n");
 		exit(125);
 	}
-	self[n] = 0;
-	slash = strrchr(self, '/');
-	strcpy(slash + 1, "sandboxer-py");
 	/* A broken install (sandboxer-py is this program, or starts it again) must not loop forever. */
-	const char *from = getenv("SANDBOXER_FROM_FRONT");
-	if ((from && strcmp(from, "1") == 0) || (stat("/proc/self/exe", &me) == 0 && stat(self, &py) == 0 &&
-					       me.st_dev == py.st_dev && me.st_ino == py.st_ino)) {
+	if ((from && install[0] && strcmp(from, install) == 0) || (stat("/proc/self/exe", &me) == 0 &&
+	    stat(self, &py) == 0 && me.st_dev == py.st_dev && me.st_ino == py.st_ino)) {
 		fprintf(stderr, "sandboxer: %s is not the Python launcher (it started this program again): reinstall sandboxer\n", self);
 		exit(125);
 	}
-	setenv("SANDBOXER_FROM_FRONT", "1", 1); /* "write the image I missed" (the launcher removes it at once) */
+	/* "Write the image I missed, for this install" (the launcher removes the variable at once). */
+	if (install[0])
+		setenv("SANDBOXER_FROM_FRONT", install, 1);
+	else
+		unsetenv("SANDBOXER_FROM_FRONT");
 	orig_argv[0] = self;
 	exec_script(self, orig_argv);
 	fprintf(stderr, "sandboxer: cannot start the Python part of sandboxer (%s): %s\n", self, strerror(errno));
@@ -750,10 +756,14 @@ static int read_int_file(const char *path, int fallback)
 static int absolute(const char *path, char *out, size_t size)
 {
 	char joined[PATH_MAX * 2];
-	size_t n = 0;
+	size_t n = 0, used;
+	if (strlen(path) >= PATH_MAX) /* the kernel would say ENAMETOOLONG: let Python say it */
+		return 0;
 	if (path[0] == '/')
-		snprintf(joined, sizeof joined, "%s", path);
-	else if (!getcwd(joined, PATH_MAX) || (size_t)snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "/%s", path) >= sizeof joined - strlen(joined))
+		strcpy(joined, path);
+	else if (!getcwd(joined, PATH_MAX))
+		return 0;
+	else if (used = strlen(joined), (size_t)snprintf(joined + used, sizeof joined - used, "/%s", path) >= sizeof joined - used)
 		return 0;
 	for (char *part = strtok(joined, "/"); part; part = strtok(NULL, "/")) {
 		size_t len = strlen(part);
@@ -774,15 +784,16 @@ static int absolute(const char *path, char *out, size_t size)
 /* The image for this manifest, checked fresh and made for this user and host; NULL otherwise. */
 static unsigned char *load_image(const char *source, struct image *im)
 {
-	char typed[PATH_MAX], sha[65], key[65], dir[PATH_MAX], text[PATH_MAX + 256];
+	char typed[PATH_MAX], sha[65], key[65], dir[PATH_MAX], text[PATH_MAX * 2 + 256];
 	const char *base = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
 	unsigned char *manifest, *image;
 	size_t len, ilen;
-	if (!ARCH[0] || !absolute(source, typed, sizeof typed) || !(manifest = read_file(typed, &len)))
-		return NULL;
+	if (!ARCH[0] || !install[0] || !absolute(source, typed, sizeof typed) || !(manifest = read_file(source, &len)))
+		return NULL; /* the manifest is read as typed, as Python reads it ("m.yaml/" is not m.yaml) */
 	sha256_hex(manifest, len, sha);
 	free(manifest);
-	int n = snprintf(text, sizeof text, "%d%c%s%c%s%c%s%c%s", IMAGE_FORMAT, 0, SANDBOXER_VERSION, 0, ARCH, 0, typed, 0, sha);
+	int n = snprintf(text, sizeof text, "%d%c%s%c%s%c%s%c%s%c%s", IMAGE_FORMAT, 0, SANDBOXER_VERSION, 0, install, 0,
+			 ARCH, 0, typed, 0, sha);
 	if (n < 0 || (size_t)n >= sizeof text)
 		return NULL;
 	sha256_hex(text, (size_t)n, key);
@@ -922,6 +933,12 @@ static void run_image(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	orig_argv = argv;
+	ssize_t n = readlink("/proc/self/exe", install, sizeof install - 16);
+	char *slash = n > 0 ? memrchr(install, '/', (size_t)n) : NULL;
+	if (slash && slash != install)
+		*slash = 0;
+	else
+		install[0] = 0;
 	if (argc > 2 && strcmp(argv[1], "run") == 0)
 		run_image(argc, argv);
 	python();

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from sandboxer.launch.sequence import Prepared
 
-FORMAT = 3  # as cache.FORMAT 3: keyed by the manifest path as typed (absolute, symlinks kept)
+FORMAT = 4  # 4: scoped to the front's install; 3: keyed by the manifest path as typed (absolute, symlinks kept)
 MAGIC = b"SBXIMG01"
 T_INPUT, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP = range(1, 10)
 F_NETNS, F_LOOPBACK, F_ROOTLESS, F_DROP_BOUNDING, F_EXEC_CHECKED = 1, 2, 4, 8, 16
@@ -36,9 +36,10 @@ _U64 = (1 << 64) - 1
 ARCHES = ("x86_64", "aarch64")  # what front.c is built for; elsewhere no image is written
 
 
-def image_path(manifest: str, manifest_sha: str, arch: str) -> str:
-    """Where the image of `manifest` (this content, this sandboxer, this arch) lives; front.c computes the same."""
-    text = f"{FORMAT}\0{__version__}\0{arch}\0{absolute(manifest)}\0{manifest_sha}"
+def image_path(manifest: str, manifest_sha: str, arch: str, front: str) -> str:
+    """Where the image of `manifest` (this content, this sandboxer, this arch, the front in directory `front`)
+    lives; front.c computes the same. Two installs of one version may carry different builtin: profiles."""
+    text = f"{FORMAT}\0{__version__}\0{front}\0{arch}\0{absolute(manifest)}\0{manifest_sha}"
     key = cache.sha256(text.encode()).hexdigest()[:32]
     return os.path.join(os.path.dirname(cache.cache_root()), "images", key)
 

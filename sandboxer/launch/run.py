@@ -63,8 +63,8 @@ class LaunchOptions:
         dry_run: bool = False,  # print what would be enforced on this host, start nothing
         manifest: str | None = None,  # for the audit launch record: the manifest path...
         manifest_sha256: str | None = None,  # ...and the sha256 of its content
-        # (path, sha256) of each file the manifest extends; given when the native front wants a launch image
-        manifest_inputs: list[tuple[str, str]] | None = None,
+        manifest_inputs: list[tuple[str, str]] | None = None,  # (path, sha256) of each file the manifest extends
+        front: str | None = None,  # the directory of the native front that handed this run over: leave it an image
         session: Any = None,  # an AuditSession made by the caller (the wasm path), instead of one made here
         grace_s: float = 0.0,  # the wall-time kill comes this much after the wall time (the wasm host stops itself first)
     ) -> None:
@@ -78,6 +78,7 @@ class LaunchOptions:
         self.manifest = manifest
         self.manifest_sha256 = manifest_sha256
         self.manifest_inputs = manifest_inputs
+        self.front = front
         self.session = session
         self.grace_s = grace_s
 
@@ -646,14 +647,15 @@ def _run_in_place(prep: Preparation) -> NoReturn:
 def _store_image(prep: Preparation, plan: Mapping[str, Any], bpf: bytes | None, opts: LaunchOptions) -> None:
     """Leave a launch image for the native front (launch/image.py) when it could run this exactly as we do:
     a manifest (not a compiled directory), nothing to warn about, no cgroup leaf, no wall time."""
-    if (opts.manifest is None or opts.manifest_sha256 is None or opts.manifest_inputs is None or prep.warnings
+    if (opts.front is None or opts.manifest is None or opts.manifest_sha256 is None or opts.manifest_inputs is None
+            or prep.warnings
             or prep.placement is not None or prep.deadline_s is not None or kernel.ARCH not in ("x86_64", "aarch64")):
         return
     from sandboxer.launch import image
 
     data = image.encode(plan, bpf, prep.child, prep.landlock_abi if prep.ruleset is not None else 0,
                         opts.manifest_inputs)
-    image.store(image.image_path(opts.manifest, opts.manifest_sha256, kernel.ARCH), data)
+    image.store(image.image_path(opts.manifest, opts.manifest_sha256, kernel.ARCH, opts.front), data)
 
 
 def _enforced(prep: Preparation, plan: Mapping[str, Any]) -> dict:

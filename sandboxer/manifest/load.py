@@ -9,7 +9,7 @@ from ..cache import sha256
 from ..errors import Diagnostic, ManifestError, Span
 from ..model.policy import Grant, Limits, Policy, Preopen
 from ..model.validate import Document, did_you_mean, validate_document
-from ..paths import fold
+from ..paths import absolute, fold
 from .located import parse_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -42,7 +42,7 @@ class _Loader:
     def __init__(self) -> None:
         self.diags: list[Diagnostic] = []
         self.sources: dict[str, list[str]] = {}
-        self.done: dict[str, list[Document]] = {}
+        self.done: dict[str, list[Document]] = {}  # absolute name (paths.absolute) -> its documents
         self.names: dict[str, str] = {}  # real path -> the name the user wrote
         self.digests: dict[str, str] = {}  # display name -> sha256 of the bytes read
 
@@ -58,8 +58,11 @@ class _Loader:
             cycle = " -> ".join(names.get(r, r) for r in [*chain[chain.index(real):], real])
             self.diags.append(Diagnostic(at, f"extends cycle: {cycle}", "remove one of these extends entries"))
             return []
-        if real in self.done:
-            return self.done[real]
+        # Loaded once per name, not per real file: each name is an input of its own (the plan cache re-hashes
+        # it through that name), and two names for one file today may be two files tomorrow.
+        name = absolute(file)
+        if name in self.done:
+            return self.done[name]
         try:
             data = Path(file).read_bytes()
             text = data.decode("utf-8")
@@ -81,7 +84,7 @@ class _Loader:
             if target:
                 docs += [d for d in self.load(target, span, (*chain, real)) if d not in docs]
         docs.append(doc)
-        self.done[real] = docs
+        self.done[name] = docs
         return docs
 
     def resolve(self, ref: str, file: str, span: Span) -> str | None:

@@ -310,6 +310,52 @@ def test_a_symlinked_manifest_and_a_repointed_profile_are_not_served_stale(f: Fr
     assert f.handovers() == 3
 
 
+NOFILE = "import resource; print(*resource.getrlimit(resource.RLIMIT_NOFILE))"
+
+
+def test_one_file_extended_under_two_names_is_two_inputs(f: Front, tmp_path: Path) -> None:
+    """Two names for one file today may be two files tomorrow: each name is re-hashed on every use."""
+    (tmp_path / "base.yaml").write_text("sandboxer: 1\nname: base\nextends: [builtin:python3]\n")
+    (tmp_path / "strict.yaml").write_text("sandboxer: 1\nname: strict\nlimits: {open-files: 16}\n")
+    (tmp_path / "second.yaml").symlink_to("base.yaml")
+    m = tmp_path / "two.yaml"
+    m.write_text(MANIFEST.format(data=f.data).replace("extends: [builtin:python3]", "extends: [base.yaml, second.yaml]")
+                 .replace("limits: {open-files: 64}\n", ""))
+    for _ in range(2):
+        r = f.run(PY, "-c", NOFILE, manifest=m)
+        assert r.returncode == 0 and r.stdout != "16 16\n", r.stderr
+    assert f.handovers() == 1
+    (tmp_path / "second.yaml").unlink()
+    (tmp_path / "second.yaml").symlink_to("strict.yaml")
+    assert f.run(PY, "-c", NOFILE, manifest=m).stdout == "16 16\n"
+
+
+def test_another_install_of_the_same_version_is_not_served_this_ones_plan(f: Front, tmp_path: Path) -> None:
+    """builtin: profiles come with the install: a copy whose python3 profile sets open-files 16 must see it, though
+    this tree (same version, same cache) compiled the manifest first."""
+    assert f.run(PY, "-c", NOFILE).stdout == "64 64\n"
+    copy = tmp_path / "install"
+    shutil.copytree(REPO / "sandboxer", copy / "sandboxer", ignore=shutil.ignore_patterns("__pycache__"))
+    profile = copy / "sandboxer" / "profiles" / "python3.yaml"
+    profile.write_text(profile.read_text() + "limits: {open-files: 16}\n")
+    m = tmp_path / "plain.yaml"
+    m.write_text(MANIFEST.format(data=f.data).replace("limits: {open-files: 64}\n", ""))
+    launcher = f"import sys; sys.path.insert(0, {str(copy)!r}); from sandboxer.__main__ import main; main()"
+    for install in ([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+                     "from sandboxer.__main__ import main; main()"], [sys.executable, "-c", launcher]):
+        r = subprocess.run([*install, "run", str(m), "--", PY, "-c", NOFILE], env=f.env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+    assert r.stdout == "16 16\n"
+
+
+def test_a_manifest_name_python_would_refuse_is_refused(f: Front) -> None:
+    """"m.yaml/" is not m.yaml: the front reads the manifest by the name typed, as Python does."""
+    f.probe()
+    r = f.run(PY, "-c", "pass", manifest=str(f.manifest) + "/")  # type: ignore[arg-type] - a str keeps the slash
+    assert r.returncode == 2 and "cannot read manifest" in r.stderr and f.handovers() == 2
+
+
 def test_an_image_in_a_cache_others_can_write_is_not_used(f: Front) -> None:
     f.probe()
     images = Path(f.env["XDG_CACHE_HOME"]) / "sandboxer" / "images"
@@ -387,7 +433,7 @@ def test_rootless_the_front_runs_an_image_in_its_own_user_and_network_namespace(
         # The Python run is started by setpriv itself: this venv's interpreter lies under /root, which nobody
         # cannot search, so the front could not start it (setpriv's own exec still can).
         python = subprocess.run([*setpriv, sys.executable, "-m", "sandboxer", *tail], cwd=REPO,
-                                env=dict(f.env, SANDBOXER_FROM_FRONT="1"),  # as the front hands a run over
+                                env=dict(f.env, SANDBOXER_FROM_FRONT=str(top)),  # as the front hands a run over
                                 capture_output=True, text=True, timeout=60)
         native = subprocess.run([*setpriv, str(f.exe), *tail], env=f.env, capture_output=True, text=True, timeout=60)
         assert python.returncode == native.returncode == 0, (python.stderr, native.stderr)

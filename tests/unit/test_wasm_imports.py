@@ -159,7 +159,8 @@ def test_host_plan_additions(tmp_path):
     host, bpf = host_plan.derive_host_plan(plan)
     assert bpf and host["cgroups"]["memory_max"] == 64 * 2**20 + host_plan.HOST_MEMORY_OVERHEAD
     assert host["cgroups"]["pids_max"] == 4 + host_plan.HOST_THREADS
-    assert "AS" not in host["rlimits"] and host["wall_time_s"] == 5 + host_plan.HOST_WALL_GRACE_S
+    # The wall time stays the manifest's: the launcher's kill comes HOST_WALL_GRACE_S later (LaunchOptions.grace_s).
+    assert "AS" not in host["rlimits"] and host["wall_time_s"] == 5
     # The forked host executes nothing and imports nothing after Landlock: no path rule is added.
     assert host["landlock"]["paths"] == plan["landlock"]["paths"]
     syscalls = {e["name"]: e for e in host["seccomp"]["syscalls"]}
