@@ -13,7 +13,7 @@ def build_front(tmp: Path, python: str) -> str | None:
     """The front (sandboxer/launch/front.c) and its sandboxer-py (bin/sandboxer run by `python`) in tmp.
 
     Returns the front's path, or None without a C compiler (then `sandboxer` is the Python launcher).
-    The callers set PYTHONPATH to this tree, so sandboxer-py imports it rather than an installed copy.
+    sandboxer-py puts this tree first on sys.path itself: the front starts it isolated (-I), without PYTHONPATH.
     """
     sys.path.insert(0, str(REPO))
     from sandboxer.launch.build_front import compile_front
@@ -24,6 +24,7 @@ def build_front(tmp: Path, python: str) -> str | None:
         print(f"no native front ({e}): `sandboxer` is the Python launcher", file=sys.stderr)
         return None
     launcher = tmp / "sandboxer-py"
-    launcher.write_text(f"#!{python}\n" + (REPO / "bin" / "sandboxer").read_text().split("\n", 1)[1])
+    launcher.write_text(f"#!{python}\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
+                        + (REPO / "bin" / "sandboxer").read_text().split("\n", 1)[1])
     launcher.chmod(0o755)
     return str(tmp / "sandboxer")

@@ -10,8 +10,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     # Set by the native front (launch/front.c) when it hands a run over, to its own directory: write the
     # launch image it missed, for that install. Removed here, before anything could pass it on to a workload.
+    # Only an isolated interpreter (-I, which the front adds) writes one: with PYTHONPATH another copy of
+    # sandboxer could be the one compiling, and its image would be served as this install's.
     front = os.environ.pop("SANDBOXER_FROM_FRONT", None)
-    front = front if front and front.startswith("/") else None
+    front = front if front and front.startswith("/") and sys.flags.isolated else None
     if args and args[0] == "run":
         # A launcher lives briefly and refcounting frees what it allocates: the cyclic collector would only
         # cost time (~3.5 ms of a wasm run, while wasmtime's import allocates). A supervisor turns it back

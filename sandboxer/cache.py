@@ -26,9 +26,13 @@ ENTRY_FILE = "plan.marshal"  # (inputs, plan, bpf) in one file: one open, one re
 # it), inputs recorded the same way and hashed from the bytes the compiler read. (1 re-hashed a relative
 # input from the current directory; 2's real paths missed a repointed symlink and merged the entries of
 # a manifest and a symlink to it, whose relative `extends:` name different files.)
-FORMAT = 4  # 4: the install is part of the key (two installs of one version may carry different builtin: profiles)
-# The installed package: builtin: profiles and the compiler come from here, so a plan is this install's.
-INSTALL = os.path.dirname(os.path.abspath(__file__))
+# 4: the install is part of the key (two installs of one version may carry different builtin: profiles).
+# 5: every name the loader opened is an input, the manifest included, with the real directory its
+#    relative `extends:` resolved from (a directory symlink repointed under an unchanged file is a miss).
+FORMAT = 5
+# The installed package, as a real path (a repointed `current -> vN` link is another install): builtin:
+# profiles and the compiler come from here, so a plan is this install's.
+INSTALL = os.path.dirname(os.path.realpath(__file__))
 
 
 def cache_root() -> str:
@@ -169,10 +173,17 @@ def entry_key(manifest: str, manifest_sha: str, target: tuple[str, int]) -> str:
     return sha256(text.encode()).hexdigest()[:32]
 
 
-def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str, list[tuple[str, str]]] | None:
-    """(plan, bpf, manifest sha256, inputs) when a fresh entry exists, else None.
+def fresh(inputs: list[tuple[str, str, str]]) -> bool:
+    """Does every input still hold: the same bytes through the same name, resolved from the same real directory?"""
+    try:
+        return all(_sha256(path) == digest and os.path.realpath(os.path.dirname(path)) == real_dir
+                   for path, digest, real_dir in inputs)
+    except OSError:
+        return False
 
-    inputs: (path, sha256) of each file the manifest extends."""
+
+def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str, list[tuple[str, str, str]]] | None:
+    """(plan, bpf, manifest sha256, inputs) when a fresh entry exists, else None (inputs: Policy.inputs)."""
     sha = _sha256(manifest)
     path = os.path.join(cache_root(), entry_key(manifest, sha, target))
     data = read_trusted(path)
@@ -180,21 +191,20 @@ def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str, li
         return None
     try:
         inputs, plan, bpf = marshal.loads(data)
-        if any(_sha256(p) != digest for p, digest in inputs):
+        if not fresh(inputs):
             return None
     except (OSError, ValueError, EOFError, TypeError):
         return None
-    return plan, bpf, sha, [tuple(i) for i in inputs]
+    return plan, bpf, sha, [tuple(i) for i in inputs]  # type: ignore[misc]
 
 
-def store(manifest: str, target: tuple[str, int], sources: list[tuple[str, str]], plan: dict, bpf: bytes
-          ) -> list[tuple[str, str]]:
+def store(manifest: str, target: tuple[str, int], inputs: list[tuple[str, str, str]], plan: dict, bpf: bytes
+          ) -> list[tuple[str, str, str]]:
     """Write an entry atomically (best effort: a read-only cache only costs speed); its inputs.
 
-    sources: (path, sha256 of the bytes compiled) of every file read, the manifest first. An input is
-    recorded by its absolute path with symlinks kept, and re-hashed through it: a repointed link is a miss.
+    inputs: Policy.inputs, the manifest first: each name by its absolute path with symlinks kept (re-hashed
+    through it, so a repointed link is a miss), the sha256 of the bytes compiled, its real directory.
     """
-    path = os.path.join(cache_root(), entry_key(manifest, sources[0][1], target))
-    inputs = [(absolute(p), digest) for p, digest in sources[1:]]
+    path = os.path.join(cache_root(), entry_key(manifest, inputs[0][1], target))
     write_atomic(path, marshal.dumps((inputs, plan, bpf)))
     return inputs

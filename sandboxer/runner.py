@@ -103,9 +103,10 @@ def parse_args(argv: list[str]) -> RunArgs:
     return a
 
 
-def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | None, list[tuple[str, str]]]:
-    """(plan, BPF, manifest sha256 or None, the (path, sha256) of each file it extends) from a compiled
-    directory or a manifest (cached)."""
+def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | None, list[tuple[str, str, str]]]:
+    """(plan, BPF, manifest sha256 or None, inputs) from a compiled directory or a manifest (cached).
+
+    inputs: (path, sha256, real directory) of every file the compiler read, the manifest first (Policy.inputs)."""
     if os.path.isdir(source):
         from .export.bundle import read_bundle
 
@@ -124,16 +125,15 @@ def load_plan(source: str, no_cache: bool = False) -> tuple[dict, bytes, str | N
     if hit:
         return hit
     # Cache miss: the only place the run path pays for YAML and the compiler.
-    from .manifest.load import load_policy, source_path
+    from .manifest.load import load_policy
     from .mechanisms.seccomp.bpf import assemble
     from .plan import Target, compile_plan
 
     policy = load_policy(source)
     plan = compile_plan(policy, Target(*target))
     bpf = assemble(plan["seccomp"])
-    sources = [(source_path(s), digest) for s, digest in zip(policy.sources, policy.source_sha256)]
-    inputs = cache.store(source, target, sources, plan, bpf)
-    return plan, bpf, policy.source_sha256[0], inputs
+    inputs = cache.store(source, target, list(policy.inputs), plan, bpf)
+    return plan, bpf, policy.inputs[0][1], inputs
 
 
 def _is_wasm(path: str) -> bool:

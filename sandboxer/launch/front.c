@@ -63,7 +63,7 @@ struct ll_path_beneath { uint64_t allowed_access; int32_t parent_fd; } __attribu
 struct ll_net_port { uint64_t allowed_access; uint64_t port; };
 
 /* Mirrors sandboxer/launch/image.py: change both (and IMAGE_FORMAT) together. */
-#define IMAGE_FORMAT 4
+#define IMAGE_FORMAT 5
 static const char MAGIC[8] = {'S', 'B', 'X', 'I', 'M', 'G', '0', '1'};
 enum { T_INPUT = 1, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP };
 enum { F_NETNS = 1, F_LOOPBACK = 2, F_ROOTLESS = 4, F_DROP_BOUNDING = 8, F_EXEC_CHECKED = 16 };
@@ -86,7 +86,7 @@ static char install[PATH_MAX];
  * unexpected is left to the kernel, and so is reporting a failure. */
 static void exec_script(const char *path, char **argv)
 {
-	char line[256 + 1], *interp, *arg = NULL, *end, *args[4 + 4096]; /* 256: the kernel's BINPRM_BUF_SIZE */
+	char line[256 + 1], *interp, *arg = NULL, *end, *args[5 + 4096]; /* 256: the kernel's BINPRM_BUF_SIZE */
 	int fd = open(path, O_RDONLY | O_CLOEXEC), n = 0, argc = 0;
 	ssize_t got = fd >= 0 ? read(fd, line, sizeof line - 1) : -1;
 	if (fd >= 0)
@@ -104,6 +104,11 @@ static void exec_script(const char *path, char **argv)
 				*--end = 0;
 		}
 		args[n++] = interp;
+		/* Isolated (-I: no PYTHONPATH, no user site): the launcher imports the package installed with this
+		 * front, and so writes images only that package's compiler made (__main__.py checks the flag). */
+		const char *name = strrchr(interp, '/') ? strrchr(interp, '/') + 1 : interp;
+		if (strncmp(name, "python", 6) == 0)
+			args[n++] = "-I";
 		if (arg && *arg)
 			args[n++] = arg;
 		args[n++] = (char *)path;
@@ -129,17 +134,15 @@ static _Noreturn void python(void)
 		fprintf(stderr, "sandboxer: cannot find the Python part of sandboxer (no /proc/self/exe, no path in argv[0])\n");
 		exit(125);
 	}
-	/* A broken install (sandboxer-py is this program, or starts it again) must not loop forever. */
-	if ((from && install[0] && strcmp(from, install) == 0) || (stat("/proc/self/exe", &me) == 0 &&
-	    stat(self, &py) == 0 && me.st_dev == py.st_dev && me.st_ino == py.st_ino)) {
+	/* A broken install (sandboxer-py is this program, or a front again) must not loop forever: the launcher
+	 * removes the variable at once, so finding it set means a front started a front. */
+	if (from || (stat("/proc/self/exe", &me) == 0 && stat(self, &py) == 0 && me.st_dev == py.st_dev &&
+		     me.st_ino == py.st_ino)) {
 		fprintf(stderr, "sandboxer: %s is not the Python launcher (it started this program again): reinstall sandboxer\n", self);
 		exit(125);
 	}
-	/* "Write the image I missed, for this install" (the launcher removes the variable at once). */
-	if (install[0])
-		setenv("SANDBOXER_FROM_FRONT", install, 1);
-	else
-		unsetenv("SANDBOXER_FROM_FRONT");
+	/* "Write the image I missed, for this install"; "-" (no /proc: no images) only marks the hand-over. */
+	setenv("SANDBOXER_FROM_FRONT", install[0] ? install : "-", 1);
 	orig_argv[0] = self;
 	exec_script(self, orig_argv);
 	fprintf(stderr, "sandboxer: cannot start the Python part of sandboxer (%s): %s\n", self, strerror(errno));
@@ -309,6 +312,8 @@ static int add(struct item *list, int *n, int max, const unsigned char *p, uint3
 	return ++*n, 1;
 }
 
+static int nul(const unsigned char *p, uint32_t n) { return memchr(p, 0, n) != NULL; }
+
 /* Parse (and bound-check) an image; 0 when it is not one this program understands. */
 static int parse_image(const unsigned char *b, size_t len, struct image *im)
 {
@@ -323,14 +328,13 @@ static int parse_image(const unsigned char *b, size_t len, struct image *im)
 		int ok = 1;
 		if (n > len - off - 8)
 			return 0;
-		if (tag != T_LANDLOCK && tag != T_LL_PORT && tag != T_RLIMIT && tag != T_SECCOMP && memchr(p, 0, n) &&
-		    !(tag == T_LL_PATH && n > 8 && !memchr(p + 8, 0, n - 8)))
-			return 0; /* a string cut short by a NUL would name another file */
 		switch (tag) {
-		case T_INPUT: ok = n > 64 && add(im->input, &im->n_input, MAX_ITEMS, p, n); break;
-		case T_ENV_PASS: ok = add(im->pass, &im->n_pass, MAX_ITEMS, p, n); break;
-		case T_ENV_SET: ok = memchr(p, '=', n) && add(im->set, &im->n_set, MAX_ITEMS, p, n); break;
-		case T_EXEC_GRANT: ok = add(im->exec_grant, &im->n_exec, MAX_ITEMS, p, n); break;
+		/* Strings must hold no NUL: cut short, one would name another file. */
+		case T_INPUT: ok = n > 66 && 66u + (p[64] | p[65] << 8) < n && !nul(p, 64) && !nul(p + 66, n - 66) &&
+				   add(im->input, &im->n_input, MAX_ITEMS, p, n); break;
+		case T_ENV_PASS: ok = !nul(p, n) && add(im->pass, &im->n_pass, MAX_ITEMS, p, n); break;
+		case T_ENV_SET: ok = !nul(p, n) && memchr(p, '=', n) && add(im->set, &im->n_set, MAX_ITEMS, p, n); break;
+		case T_EXEC_GRANT: ok = !nul(p, n) && add(im->exec_grant, &im->n_exec, MAX_ITEMS, p, n); break;
 		case T_LANDLOCK:
 			ok = n == 44;
 			if (ok) {
@@ -339,7 +343,7 @@ static int parse_image(const unsigned char *b, size_t len, struct image *im)
 				im->ll_scoped = u64(p + 24), im->ll_file_only = u64(p + 32), im->ll_restrict_flags = u32(p + 40);
 			}
 			break;
-		case T_LL_PATH: ok = n > 8 && add(im->ll_path, &im->n_path, MAX_ITEMS, p, n); break;
+		case T_LL_PATH: ok = n > 8 && !nul(p + 8, n - 8) && add(im->ll_path, &im->n_path, MAX_ITEMS, p, n); break;
 		case T_LL_PORT: ok = n == 16 && add(im->ll_port, &im->n_port, MAX_ITEMS, p, n); break;
 		case T_RLIMIT: ok = n == 24 && add(im->rlimit, &im->n_rlimit, 64, p, n); break;
 		case T_SECCOMP: ok = n > 0 && n % 8 == 0 && n / 8 <= BPF_MAXINSNS; im->bpf.p = p, im->bpf.len = n; break;
@@ -810,15 +814,28 @@ static unsigned char *load_image(const char *source, struct image *im)
 		return NULL;
 	if (!parse_image(image, ilen, im) || im->uid != geteuid() || im->gid != getegid())
 		goto stale;
-	for (int i = 0; i < im->n_input; i++) { /* the profiles it extends, unchanged */
-		char *path = str((struct item){im->input[i].p + 64, im->input[i].len - 64}), digest[65];
+	for (int i = 0; i < im->n_input; i++) { /* cache.fresh(): every file compiled, as it was */
+		const unsigned char *p = im->input[i].p;
+		uint32_t dlen = (uint32_t)(p[64] | p[65] << 8);
+		char *dir_wanted = str((struct item){p + 66, dlen}), *path = str((struct item){p + 66 + dlen, im->input[i].len - 66 - dlen});
+		char digest[65], parent[PATH_MAX], real_dir[PATH_MAX], *slash;
 		unsigned char *data = path ? read_file(path, &len) : NULL;
+		int same = 0;
+		if (data) {
+			sha256_hex(data, len, digest);
+			free(data);
+			snprintf(parent, sizeof parent, "%s", path);
+			slash = strrchr(parent, '/');
+			if (slash == parent)
+				slash[1] = 0;
+			else if (slash)
+				*slash = 0;
+			same = slash && dir_wanted && memcmp(digest, p, 64) == 0 && realpath(parent, real_dir) &&
+			       strcmp(real_dir, dir_wanted) == 0;
+		}
 		free(path);
-		if (!data)
-			goto stale;
-		sha256_hex(data, len, digest);
-		free(data);
-		if (memcmp(digest, im->input[i].p, 64) != 0)
+		free(dir_wanted);
+		if (!same)
 			goto stale;
 	}
 	if (im->has_landlock && syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION) != im->ll_abi)
@@ -934,7 +951,7 @@ int main(int argc, char **argv)
 {
 	orig_argv = argv;
 	ssize_t n = readlink("/proc/self/exe", install, sizeof install - 16);
-	char *slash = n > 0 ? memrchr(install, '/', (size_t)n) : NULL;
+	char *slash = n > 0 && (size_t)n < sizeof install - 16 ? memrchr(install, '/', (size_t)n) : NULL; /* not cut */
 	if (slash && slash != install)
 		*slash = 0;
 	else

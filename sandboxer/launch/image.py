@@ -9,7 +9,8 @@ cache's trust rules (cache.py), which the front checks again before it reads.
 
 Format (little-endian; FORMAT and the tags are mirrored in front.c):
     "SBXIMG01"  u32 euid  u32 egid  u32 flags  u32 null_stdio (bit n: fd n gets /dev/null)
-    then records: u32 tag, u32 length, payload — strings without a terminator.
+    then records: u32 tag, u32 length, payload — strings without a terminator. T_INPUT: sha256 hex (64),
+    u16 length of the real directory, the real directory, the path.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from sandboxer.launch.sequence import Prepared
 
-FORMAT = 4  # 4: scoped to the front's install; 3: keyed by the manifest path as typed (absolute, symlinks kept)
+FORMAT = 5  # 5: inputs carry their real directory (cache.FORMAT 5); 4: scoped to the front's install
 MAGIC = b"SBXIMG01"
 T_INPUT, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP = range(1, 10)
 F_NETNS, F_LOOPBACK, F_ROOTLESS, F_DROP_BOUNDING, F_EXEC_CHECKED = 1, 2, 4, 8, 16
@@ -49,9 +50,10 @@ def _record(tag: int, payload: bytes) -> bytes:
 
 
 def encode(plan: Mapping[str, Any], bpf: bytes | None, child: Prepared, landlock_abi: int,
-           inputs: list[tuple[str, str]]) -> bytes:
+           inputs: list[tuple[str, str, str]]) -> bytes:
     """The image of a prepared run. `landlock_abi`: this kernel's (0 when no ruleset is applied);
-    `inputs`: (path, sha256) of every profile the manifest extends, re-hashed by the front on each use."""
+    `inputs`: Policy.inputs (path, sha256, real directory of every file compiled, the manifest first), which the
+    front checks on each use as cache.fresh() does."""
     landlock = plan.get("landlock") or {}
     if 0 < landlock_abi < landlock.get("abi", 0):  # best-effort on an older kernel: what run._landlock applied
         landlock = downgrade(landlock, landlock_abi)[0]
@@ -61,7 +63,8 @@ def encode(plan: Mapping[str, Any], bpf: bytes | None, child: Prepared, landlock
              | (F_EXEC_CHECKED if handles_exec else 0))
     null_stdio = sum(1 << fd for fd in child.null_stdio)
     out = [MAGIC, struct.pack("<IIII", child.uid, child.gid, flags, null_stdio)]
-    out += [_record(T_INPUT, digest.encode() + os.fsencode(path)) for path, digest in inputs]
+    out += [_record(T_INPUT, digest.encode() + struct.pack("<H", len(os.fsencode(real_dir))) + os.fsencode(real_dir)
+                    + os.fsencode(path)) for path, digest, real_dir in inputs]
     env = plan.get("environment") or {}
     out += [_record(T_ENV_PASS, os.fsencode(name)) for name in env.get("pass", ())]
     out += [_record(T_ENV_SET, os.fsencode(f"{k}={v}")) for k, v in (env.get("set") or {}).items()]

@@ -63,7 +63,7 @@ class LaunchOptions:
         dry_run: bool = False,  # print what would be enforced on this host, start nothing
         manifest: str | None = None,  # for the audit launch record: the manifest path...
         manifest_sha256: str | None = None,  # ...and the sha256 of its content
-        manifest_inputs: list[tuple[str, str]] | None = None,  # (path, sha256) of each file the manifest extends
+        manifest_inputs: list[tuple[str, str, str]] | None = None,  # every file compiled (Policy.inputs)
         front: str | None = None,  # the directory of the native front that handed this run over: leave it an image
         session: Any = None,  # an AuditSession made by the caller (the wasm path), instead of one made here
         grace_s: float = 0.0,  # the wall-time kill comes this much after the wall time (the wasm host stops itself first)

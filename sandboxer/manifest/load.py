@@ -35,46 +35,59 @@ def load_policy(path: str | os.PathLike) -> Policy:
         files = list(loader.sources)  # in the order they were read: the manifest first
         order = lambda d: (files.index(d.span.file), d.span.line, d.span.col) if d.span and d.span.file in files else (-1, 0, 0)  # noqa: E731
         raise ManifestError(sorted(loader.diags, key=order), loader.sources)
-    return _merge(docs, loader.sources, loader.digests)
+    inputs = tuple((name, digest, real_dir) for name, (digest, real_dir) in loader.inputs.items())
+    return _merge(docs, inputs)
 
 
 class _Loader:
     def __init__(self) -> None:
         self.diags: list[Diagnostic] = []
         self.sources: dict[str, list[str]] = {}
-        self.done: dict[str, list[Document]] = {}  # absolute name (paths.absolute) -> its documents
+        # (real file, real directory of the name) -> its documents and the sha256 of its bytes (None: unreadable)
+        self.done: dict[tuple[str, str], tuple[list[Document], str | None]] = {}
         self.names: dict[str, str] = {}  # real path -> the name the user wrote
-        self.digests: dict[str, str] = {}  # display name -> sha256 of the bytes read
+        self.inputs: dict[str, tuple[str, str]] = {}  # every name opened (absolute) -> (sha256, real dir), in order
 
     def load(self, file: str, at: Span | None, chain: tuple[str, ...]) -> list[Document]:
         """Documents in merge order (bases first, this file last).
 
-        Built-in profiles are named `builtin:NAME` in spans, wherever sandboxer is installed."""
+        Built-in profiles are named `builtin:NAME` in spans, wherever sandboxer is installed.
+
+        A file is loaded once per (real file, real directory of the name it was reached by): its
+        relative `extends:` resolve from the directory of that name, so one file reached from two
+        directories can extend two different bases, while two names in one directory are one unit
+        (merged once, reported once). Every name is recorded in `inputs`, deduplicated or not.
+        """
         display, file = file, source_path(file)
         real = os.path.realpath(file)
+        real_dir = os.path.realpath(os.path.dirname(file) or ".")
         self.names.setdefault(real, display)
         if real in chain:
             names = dict(self.names)
             cycle = " -> ".join(names.get(r, r) for r in [*chain[chain.index(real):], real])
             self.diags.append(Diagnostic(at, f"extends cycle: {cycle}", "remove one of these extends entries"))
             return []
-        # Loaded once per name, not per real file: each name is an input of its own (the plan cache re-hashes
-        # it through that name), and two names for one file today may be two files tomorrow.
-        name = absolute(file)
-        if name in self.done:
-            return self.done[name]
+        unit = (real, real_dir)
+        if unit in self.done:
+            docs, digest = self.done[unit]
+            if digest is not None:
+                self.inputs.setdefault(absolute(file), (digest, real_dir))
+            return docs
         try:
             data = Path(file).read_bytes()
             text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             self.diags.append(Diagnostic(at, f"cannot read manifest '{file}': {reason}"))
+            self.done[unit] = ([], None)
             return []
+        digest = sha256(data).hexdigest()  # what is compiled, not a later re-read
+        self.inputs.setdefault(absolute(file), (digest, real_dir))
         self.sources[display] = text.splitlines()
-        self.digests[display] = sha256(data).hexdigest()  # what was compiled, not a later re-read
         root, diags = parse_yaml(text, display)
         self.diags += diags
         if root is None:
+            self.done[unit] = ([], digest)
             return []
         doc, diags = validate_document(root, display)
         self.diags += diags
@@ -84,7 +97,7 @@ class _Loader:
             if target:
                 docs += [d for d in self.load(target, span, (*chain, real)) if d not in docs]
         docs.append(doc)
-        self.done[name] = docs
+        self.done[unit] = (docs, digest)
         return docs
 
     def resolve(self, ref: str, file: str, span: Span) -> str | None:
@@ -101,7 +114,7 @@ class _Loader:
         return fold(os.path.join(os.path.dirname(file), ref))  # ".." kept: the kernel resolves it past symlinks
 
 
-def _merge(docs: list[Document], sources: dict[str, list[str]], digests: dict[str, str]) -> Policy:
+def _merge(docs: list[Document], inputs: tuple[tuple[str, str, str], ...]) -> Policy:
     """Later documents win for settings; grants and paths are unions."""
     grants: dict[str, Grant] = {}
     preopens: dict[str, Preopen] = {}
@@ -136,7 +149,7 @@ def _merge(docs: list[Document], sources: dict[str, list[str]], digests: dict[st
         network=network,
         network_at=network_at,
         sources=tuple(reversed([d.file for d in docs])),
-        source_sha256=tuple(reversed([digests[d.file] for d in docs])),
+        inputs=inputs,
     )
 
 

@@ -55,7 +55,9 @@ class Policy:
     network: str | None
     network_at: Span | None
     sources: tuple[str, ...]  # every file read, the manifest first
-    source_sha256: tuple[str, ...] = ()  # the sha256 of the bytes read from each, in the same order
+    # Every name the loader opened, the manifest first: (path as opened, sha256 of the bytes read, the real
+    # directory its relative `extends:` resolved from). A compiled plan holds while all three still hold.
+    inputs: tuple[tuple[str, str, str], ...] = ()
 
     def has(self, capability: str) -> bool:
         return capability in self.grants

@@ -349,6 +349,38 @@ def test_another_install_of_the_same_version_is_not_served_this_ones_plan(f: Fro
     assert r.stdout == "16 16\n"
 
 
+def test_only_an_isolated_launcher_writes_images(f: Front, front: Path) -> None:
+    """With PYTHONPATH another copy of sandboxer could compile: only the interpreter the front starts with -I
+    (which imports the package installed with it) may leave an image for that front."""
+    images = Path(f.env["XDG_CACHE_HOME"]) / "sandboxer" / "images"
+    launcher = f"import sys; sys.path.insert(0, {str(REPO)!r}); from sandboxer.__main__ import main; main()"
+    env = dict(f.env, SANDBOXER_FROM_FRONT=str(front.parent))
+    for flags, written in (((), False), (("-I",), True)):
+        r = subprocess.run([sys.executable, *flags, "-c", launcher, "run", str(f.manifest), "--", PY, "-c", "pass"],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert images.exists() == written
+
+
+def test_a_repointed_directory_under_an_unchanged_profile_is_a_miss(f: Front, tmp_path: Path) -> None:
+    """lnk/base.yaml is byte for byte the same in d1 and d2, but its relative extends: resolve from lnk."""
+    for d, limit in (("d1", 64), ("d2", 16)):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "base.yaml").write_text("sandboxer: 1\nname: base\nextends: [inner.yaml]\n")
+        (tmp_path / d / "inner.yaml").write_text(
+            f"sandboxer: 1\nname: inner\nextends: [builtin:python3]\nlimits: {{open-files: {limit}}}\n")
+    (tmp_path / "lnk").symlink_to("d1")
+    m = tmp_path / "dir.yaml"
+    m.write_text(MANIFEST.format(data=f.data).replace("extends: [builtin:python3]", "extends: [lnk/base.yaml]")
+                 .replace("limits: {open-files: 64}\n", ""))
+    for _ in range(2):
+        assert f.run(PY, "-c", NOFILE, manifest=m).stdout == "64 64\n"
+    assert f.handovers() == 1
+    (tmp_path / "lnk").unlink()
+    (tmp_path / "lnk").symlink_to("d2")
+    assert f.run(PY, "-c", NOFILE, manifest=m).stdout == "16 16\n"
+
+
 def test_a_manifest_name_python_would_refuse_is_refused(f: Front) -> None:
     """"m.yaml/" is not m.yaml: the front reads the manifest by the name typed, as Python does."""
     f.probe()
@@ -432,7 +464,8 @@ def test_rootless_the_front_runs_an_image_in_its_own_user_and_network_namespace(
         tail = ["run", str(f.manifest), "--", PY, "-c", PROBE, "0", str(f.data / "in.txt"), HOST_NETNS]
         # The Python run is started by setpriv itself: this venv's interpreter lies under /root, which nobody
         # cannot search, so the front could not start it (setpriv's own exec still can).
-        python = subprocess.run([*setpriv, sys.executable, "-m", "sandboxer", *tail], cwd=REPO,
+        launcher = f"import sys; sys.path.insert(0, {str(REPO)!r}); from sandboxer.__main__ import main; main()"
+        python = subprocess.run([*setpriv, sys.executable, "-I", "-c", launcher, *tail], cwd=REPO,
                                 env=dict(f.env, SANDBOXER_FROM_FRONT=str(top)),  # as the front hands a run over
                                 capture_output=True, text=True, timeout=60)
         native = subprocess.run([*setpriv, str(f.exe), *tail], env=f.env, capture_output=True, text=True, timeout=60)

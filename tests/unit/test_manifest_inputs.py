@@ -1,0 +1,45 @@
+"""What the loader records as the inputs of a compiled plan (Policy.inputs), and how it counts a file it meets twice."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sandboxer.manifest.load import load_policy
+
+HEAD = "sandboxer: 1\nname: {name}\n"
+
+
+def test_every_name_is_an_input_with_its_digest_and_real_directory(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(HEAD.format(name="base"))
+    (tmp_path / "alias.yaml").symlink_to("base.yaml")
+    m = tmp_path / "m.yaml"
+    m.write_text(HEAD.format(name="m") + "extends: [base.yaml, alias.yaml]\n")
+    inputs = load_policy(str(m)).inputs
+    assert [Path(p).name for p, _, _ in inputs] == ["m.yaml", "base.yaml", "alias.yaml"]
+    assert inputs[1][1] == inputs[2][1] and {d for _, _, d in inputs} == {os.path.realpath(tmp_path)}
+
+
+def test_a_file_reached_twice_from_one_directory_is_merged_once(tmp_path: Path) -> None:
+    """a extends [b, c]; b sets open-files 16 over d; c extends d again as sub/../d: d is not applied a second time
+    after b (which would put its 4096 back)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "d.yaml").write_text(HEAD.format(name="d") + "limits: {open-files: 4096}\n")
+    (tmp_path / "b.yaml").write_text(HEAD.format(name="b") + "extends: [d.yaml]\nlimits: {open-files: 16}\n")
+    (tmp_path / "c.yaml").write_text(HEAD.format(name="c") + "extends: [sub/../d.yaml]\n")
+    (tmp_path / "a.yaml").write_text(HEAD.format(name="a") + "extends: [b.yaml, c.yaml]\n")
+    policy = load_policy(str(tmp_path / "a.yaml"))
+    assert policy.limits.open_files == 16
+    assert any(p.endswith("sub/../d.yaml") for p, _, _ in policy.inputs)  # still an input of its own
+
+
+def test_a_diamond_of_two_names_per_level_stays_linear(tmp_path: Path) -> None:
+    """Each level extends the next through two names in two plain directories: one load per file, not 2**levels."""
+    levels = 24
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+    for i in range(levels):
+        nxt = f"extends: [x/../f{i + 1}.yaml, y/../f{i + 1}.yaml]\n" if i + 1 < levels else ""
+        (tmp_path / f"f{i}.yaml").write_text(HEAD.format(name=f"f{i}") + nxt)
+    policy = load_policy(str(tmp_path / "f0.yaml"))
+    assert len(policy.inputs) == 1 + 2 * (levels - 1)
