@@ -29,7 +29,8 @@ ENTRY_FILE = "plan.marshal"  # (inputs, plan, bpf) in one file: one open, one re
 # 4: the install is part of the key (two installs of one version may carry different builtin: profiles).
 # 5: every name the loader opened is an input, the manifest included, with the real directory its
 #    relative `extends:` resolved from (a directory symlink repointed under an unchanged file is a miss).
-FORMAT = 5
+# 6: the loader merges by recorded facts only (bytes, and the real directory of relative extends:).
+FORMAT = 6
 # The installed package, as a real path (a repointed `current -> vN` link is another install): builtin:
 # profiles and the compiler come from here, so a plan is this install's.
 INSTALL = os.path.dirname(os.path.realpath(__file__))

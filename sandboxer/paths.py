@@ -11,11 +11,15 @@ import os
 
 
 def fold(path: str) -> str:
-    """`path` with "." components and repeated slashes removed; ".." and symlinks left to the kernel."""
+    """`path` with "." components and repeated slashes removed; ".." and symlinks left to the kernel.
+
+    A trailing slash stays: it asks for a directory, and the kernel refuses a file named so (ENOTDIR).
+    """
     parts = [p for p in path.split("/") if p not in ("", ".")]
-    if path.startswith("/"):
-        return "/" + "/".join(parts)
-    return "/".join(parts) or "."
+    out = ("/" if path.startswith("/") else "") + "/".join(parts)
+    if parts and (path.endswith("/") or path.endswith("/.")):
+        out += "/"
+    return out or "."
 
 
 def absolute(path: str) -> str:

@@ -63,7 +63,7 @@ struct ll_path_beneath { uint64_t allowed_access; int32_t parent_fd; } __attribu
 struct ll_net_port { uint64_t allowed_access; uint64_t port; };
 
 /* Mirrors sandboxer/launch/image.py: change both (and IMAGE_FORMAT) together. */
-#define IMAGE_FORMAT 5
+#define IMAGE_FORMAT 6
 static const char MAGIC[8] = {'S', 'B', 'X', 'I', 'M', 'G', '0', '1'};
 enum { T_INPUT = 1, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP };
 enum { F_NETNS = 1, F_LOOPBACK = 2, F_ROOTLESS = 4, F_DROP_BOUNDING = 8, F_EXEC_CHECKED = 16 };

@@ -29,11 +29,12 @@ if TYPE_CHECKING:
 
     from sandboxer.launch.sequence import Prepared
 
-FORMAT = 5  # 5: inputs carry their real directory (cache.FORMAT 5); 4: scoped to the front's install
+FORMAT = 6  # 6: as cache.FORMAT 6; 5: inputs carry their real directory (cache.FORMAT 5); 4: scoped to the front's install
 MAGIC = b"SBXIMG01"
 T_INPUT, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP = range(1, 10)
 F_NETNS, F_LOOPBACK, F_ROOTLESS, F_DROP_BOUNDING, F_EXEC_CHECKED = 1, 2, 4, 8, 16
 _U64 = (1 << 64) - 1
+PATH_MAX = 4096  # linux/limits.h: longer names cannot be opened as one string, and front.c's buffers hold this
 ARCHES = ("x86_64", "aarch64")  # what front.c is built for; elsewhere no image is written
 
 
@@ -50,10 +51,12 @@ def _record(tag: int, payload: bytes) -> bytes:
 
 
 def encode(plan: Mapping[str, Any], bpf: bytes | None, child: Prepared, landlock_abi: int,
-           inputs: list[tuple[str, str, str]]) -> bytes:
+           inputs: list[tuple[str, str, str]]) -> bytes | None:
     """The image of a prepared run. `landlock_abi`: this kernel's (0 when no ruleset is applied);
     `inputs`: Policy.inputs (path, sha256, real directory of every file compiled, the manifest first), which the
-    front checks on each use as cache.fresh() does."""
+    front checks on each use as cache.fresh() does. None when a path does not fit (the front reads PATH_MAX)."""
+    if any(len(os.fsencode(p)) >= PATH_MAX or len(os.fsencode(d)) >= PATH_MAX for p, _, d in inputs):
+        return None
     landlock = plan.get("landlock") or {}
     if 0 < landlock_abi < landlock.get("abi", 0):  # best-effort on an older kernel: what run._landlock applied
         landlock = downgrade(landlock, landlock_abi)[0]

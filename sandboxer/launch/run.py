@@ -655,6 +655,8 @@ def _store_image(prep: Preparation, plan: Mapping[str, Any], bpf: bytes | None, 
 
     data = image.encode(plan, bpf, prep.child, prep.landlock_abi if prep.ruleset is not None else 0,
                         opts.manifest_inputs)
+    if data is None:
+        return
     image.store(image.image_path(opts.manifest, opts.manifest_sha256, kernel.ARCH, opts.front), data)
 
 

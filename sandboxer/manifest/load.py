@@ -43,61 +43,62 @@ class _Loader:
     def __init__(self) -> None:
         self.diags: list[Diagnostic] = []
         self.sources: dict[str, list[str]] = {}
-        # (real file, real directory of the name) -> its documents and the sha256 of its bytes (None: unreadable)
-        self.done: dict[tuple[str, str], tuple[list[Document], str | None]] = {}
-        self.names: dict[str, str] = {}  # real path -> the name the user wrote
+        self.parsed: dict[str, Document | None] = {}  # sha256 of the bytes -> their document (None: invalid)
+        self.done: dict[tuple[str, str], list[Document]] = {}  # unit (see load) -> its documents, in merge order
+        self.names: dict[tuple[str, str], str] = {}  # unit -> the name the user wrote first, for messages
         self.inputs: dict[str, tuple[str, str]] = {}  # every name opened (absolute) -> (sha256, real dir), in order
 
-    def load(self, file: str, at: Span | None, chain: tuple[str, ...]) -> list[Document]:
+    def load(self, file: str, at: Span | None, chain: tuple[tuple[str, str], ...]) -> list[Document]:
         """Documents in merge order (bases first, this file last).
 
         Built-in profiles are named `builtin:NAME` in spans, wherever sandboxer is installed.
 
-        A file is loaded once per (real file, real directory of the name it was reached by): its
-        relative `extends:` resolve from the directory of that name, so one file reached from two
-        directories can extend two different bases, while two names in one directory are one unit
-        (merged once, reported once). Every name is recorded in `inputs`, deduplicated or not.
+        Every name is opened and recorded in `inputs` (absolute name, sha256 of the bytes, the real
+        directory it is in). What is merged is decided by those facts only, so a cached plan holds
+        exactly while they do: a unit is the bytes, plus, when they extend something by a relative
+        path, the real directory those paths resolve from. A unit is merged once, however many names
+        reach it (a base applied again after a profile that overrode it would undo the override).
         """
         display, file = file, source_path(file)
-        real = os.path.realpath(file)
-        real_dir = os.path.realpath(os.path.dirname(file) or ".")
-        self.names.setdefault(real, display)
-        if real in chain:
-            names = dict(self.names)
-            cycle = " -> ".join(names.get(r, r) for r in [*chain[chain.index(real):], real])
-            self.diags.append(Diagnostic(at, f"extends cycle: {cycle}", "remove one of these extends entries"))
-            return []
-        unit = (real, real_dir)
-        if unit in self.done:
-            docs, digest = self.done[unit]
-            if digest is not None:
-                self.inputs.setdefault(absolute(file), (digest, real_dir))
-            return docs
         try:
-            data = Path(file).read_bytes()
+            with open(file, "rb") as f:  # the name as the kernel resolves it: "d.yaml/" is not d.yaml
+                data = f.read()
             text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             self.diags.append(Diagnostic(at, f"cannot read manifest '{file}': {reason}"))
-            self.done[unit] = ([], None)
             return []
         digest = sha256(data).hexdigest()  # what is compiled, not a later re-read
+        real_dir = os.path.realpath(os.path.dirname(file) or ".")
         self.inputs.setdefault(absolute(file), (digest, real_dir))
-        self.sources[display] = text.splitlines()
-        root, diags = parse_yaml(text, display)
-        self.diags += diags
-        if root is None:
-            self.done[unit] = ([], digest)
+        if digest not in self.parsed:
+            self.sources[display] = text.splitlines()
+            root, diags = parse_yaml(text, display)
+            self.diags += diags
+            doc = None
+            if root is not None:
+                doc, diags = validate_document(root, display)
+                self.diags += diags
+            self.parsed[digest] = doc
+        doc = self.parsed[digest]
+        if doc is None:
             return []
-        doc, diags = validate_document(root, display)
-        self.diags += diags
+        relative = any(not (ref.startswith("builtin:") or os.path.isabs(ref)) for ref, _ in doc.extends)
+        unit = (digest, real_dir if relative else "")
+        self.names.setdefault(unit, display)
+        if unit in chain:
+            cycle = " -> ".join(self.names[u] for u in [*chain[chain.index(unit):], unit])
+            self.diags.append(Diagnostic(at, f"extends cycle: {cycle}", "remove one of these extends entries"))
+            return []
+        if unit in self.done:
+            return self.done[unit]
         docs: list[Document] = []
         for ref, span in doc.extends:
             target = self.resolve(ref, file, span)
             if target:
-                docs += [d for d in self.load(target, span, (*chain, real)) if d not in docs]
+                docs += [d for d in self.load(target, span, (*chain, unit)) if d not in docs]
         docs.append(doc)
-        self.done[unit] = (docs, digest)
+        self.done[unit] = docs
         return docs
 
     def resolve(self, ref: str, file: str, span: Span) -> str | None:
@@ -110,7 +111,7 @@ class _Loader:
                 f"built-in profiles: {', '.join(builtin_profiles())}"))
             return None
         if os.path.isabs(ref):
-            return ref
+            return fold(ref)
         return fold(os.path.join(os.path.dirname(file), ref))  # ".." kept: the kernel resolves it past symlinks
 
 

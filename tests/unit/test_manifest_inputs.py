@@ -43,3 +43,53 @@ def test_a_diamond_of_two_names_per_level_stays_linear(tmp_path: Path) -> None:
         (tmp_path / f"f{i}.yaml").write_text(HEAD.format(name=f"f{i}") + nxt)
     policy = load_policy(str(tmp_path / "f0.yaml"))
     assert len(policy.inputs) == 1 + 2 * (levels - 1)
+
+
+def _limit(path: Path) -> int | None:
+    return load_policy(str(path)).limits.open_files
+
+
+def test_an_alias_and_a_copy_of_a_profile_merge_alike(tmp_path: Path) -> None:
+    """Whether `e.yaml` is a symlink to d.yaml or a copy of it, the plan is the same (only recorded facts decide)."""
+    (tmp_path / "d.yaml").write_text(HEAD.format(name="d") + "limits: {open-files: 4096}\n")
+    (tmp_path / "b.yaml").write_text(HEAD.format(name="b") + "extends: [d.yaml]\nlimits: {open-files: 16}\n")
+    (tmp_path / "c.yaml").write_text(HEAD.format(name="c") + "extends: [e.yaml]\n")
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + "extends: [b.yaml, c.yaml]\n")
+    (tmp_path / "e.yaml").write_text((tmp_path / "d.yaml").read_text())
+    as_copy = _limit(tmp_path / "m.yaml")
+    (tmp_path / "e.yaml").unlink()
+    (tmp_path / "e.yaml").symlink_to("d.yaml")
+    assert as_copy == _limit(tmp_path / "m.yaml") == 16
+
+
+def test_a_base_reached_from_two_directories_is_merged_once_when_it_extends_nothing_relative(tmp_path: Path) -> None:
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "x" / "d.yaml").write_text(HEAD.format(name="d") + "limits: {open-files: 4096}\n")
+    (tmp_path / "y" / "d.yaml").symlink_to("../x/d.yaml")
+    (tmp_path / "b.yaml").write_text(HEAD.format(name="b") + "extends: [x/d.yaml]\nlimits: {open-files: 16}\n")
+    (tmp_path / "c.yaml").write_text(HEAD.format(name="c") + "extends: [y/d.yaml]\n")
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + "extends: [b.yaml, c.yaml]\n")
+    assert _limit(tmp_path / "m.yaml") == 16
+
+
+def test_a_trailing_slash_names_a_directory_as_the_kernel_says(tmp_path: Path) -> None:
+    import pytest
+
+    from sandboxer.errors import ManifestError
+
+    (tmp_path / "d.yaml").write_text(HEAD.format(name="d"))
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + f"extends: [{tmp_path}/d.yaml/]\n")
+    with pytest.raises(ManifestError, match="Not a directory"):
+        load_policy(str(tmp_path / "m.yaml"))
+
+
+def test_an_image_is_not_written_for_a_path_the_front_cannot_hold() -> None:
+    from types import SimpleNamespace
+
+    from sandboxer.launch import image
+
+    child = SimpleNamespace(netns_mode="host", rootless=False, drop_bounding=True, null_stdio=(), uid=0, gid=0,
+                            rlimits=())
+    assert image.encode({}, None, child, 0, [("/m.yaml", "0" * 64, "/")]) is not None
+    assert image.encode({}, None, child, 0, [("/m.yaml", "0" * 64, "/" + "d" * 5000)]) is None
