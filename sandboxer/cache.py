@@ -30,7 +30,8 @@ ENTRY_FILE = "plan.marshal"  # (inputs, plan, bpf) in one file: one open, one re
 # 5: every name the loader opened is an input, the manifest included, with the real directory its
 #    relative `extends:` resolved from (a directory symlink repointed under an unchanged file is a miss).
 # 6: the loader merges by recorded facts only (bytes, and the real directory of relative extends:).
-FORMAT = 6
+# 7: the name as typed is in the key too: the plan's manifest locations ("at") are written with it.
+FORMAT = 7
 # The installed package, as a real path (a repointed `current -> vN` link is another install): builtin:
 # profiles and the compiler come from here, so a plan is this install's.
 INSTALL = os.path.dirname(os.path.realpath(__file__))
@@ -170,7 +171,7 @@ def _sha256(path: str) -> str:
 
 
 def entry_key(manifest: str, manifest_sha: str, target: tuple[str, int]) -> str:
-    text = f"{FORMAT}\0{__version__}\0{INSTALL}\0{marshal.version}\0{target[0]}\0{target[1]}\0{absolute(manifest)}\0{manifest_sha}"
+    text = f"{FORMAT}\0{__version__}\0{INSTALL}\0{marshal.version}\0{target[0]}\0{target[1]}\0{absolute(manifest)}\0{manifest}\0{manifest_sha}"
     return sha256(text.encode()).hexdigest()[:32]
 
 

@@ -63,7 +63,7 @@ struct ll_path_beneath { uint64_t allowed_access; int32_t parent_fd; } __attribu
 struct ll_net_port { uint64_t allowed_access; uint64_t port; };
 
 /* Mirrors sandboxer/launch/image.py: change both (and IMAGE_FORMAT) together. */
-#define IMAGE_FORMAT 6
+#define IMAGE_FORMAT 7
 static const char MAGIC[8] = {'S', 'B', 'X', 'I', 'M', 'G', '0', '1'};
 enum { T_INPUT = 1, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP };
 enum { F_NETNS = 1, F_LOOPBACK = 2, F_ROOTLESS = 4, F_DROP_BOUNDING = 8, F_EXEC_CHECKED = 16 };
@@ -788,7 +788,7 @@ static int absolute(const char *path, char *out, size_t size)
 /* The image for this manifest, checked fresh and made for this user and host; NULL otherwise. */
 static unsigned char *load_image(const char *source, struct image *im)
 {
-	char typed[PATH_MAX], sha[65], key[65], dir[PATH_MAX], text[PATH_MAX * 2 + 256];
+	char typed[PATH_MAX], sha[65], key[65], dir[PATH_MAX], text[PATH_MAX * 3 + 256];
 	const char *base = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
 	unsigned char *manifest, *image;
 	size_t len, ilen;
@@ -796,8 +796,9 @@ static unsigned char *load_image(const char *source, struct image *im)
 		return NULL; /* the manifest is read as typed, as Python reads it ("m.yaml/" is not m.yaml) */
 	sha256_hex(manifest, len, sha);
 	free(manifest);
-	int n = snprintf(text, sizeof text, "%d%c%s%c%s%c%s%c%s%c%s", IMAGE_FORMAT, 0, SANDBOXER_VERSION, 0, install, 0,
-			 ARCH, 0, typed, 0, sha);
+	/* The typed name too: the plan's manifest locations ("at", in messages) are written with it. */
+	int n = snprintf(text, sizeof text, "%d%c%s%c%s%c%s%c%s%c%s%c%s", IMAGE_FORMAT, 0, SANDBOXER_VERSION, 0, install, 0,
+			 ARCH, 0, typed, 0, source, 0, sha);
 	if (n < 0 || (size_t)n >= sizeof text)
 		return NULL;
 	sha256_hex(text, (size_t)n, key);

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from sandboxer.launch.sequence import Prepared
 
-FORMAT = 6  # 6: as cache.FORMAT 6; 5: inputs carry their real directory (cache.FORMAT 5); 4: scoped to the front's install
+FORMAT = 7  # 7: the typed name in the key too (the plan's "at" locations); 6: as cache.FORMAT 6; 5: inputs carry their real directory (cache.FORMAT 5); 4: scoped to the front's install
 MAGIC = b"SBXIMG01"
 T_INPUT, T_ENV_PASS, T_ENV_SET, T_EXEC_GRANT, T_LANDLOCK, T_LL_PATH, T_LL_PORT, T_RLIMIT, T_SECCOMP = range(1, 10)
 F_NETNS, F_LOOPBACK, F_ROOTLESS, F_DROP_BOUNDING, F_EXEC_CHECKED = 1, 2, 4, 8, 16
@@ -41,7 +41,7 @@ ARCHES = ("x86_64", "aarch64")  # what front.c is built for; elsewhere no image 
 def image_path(manifest: str, manifest_sha: str, arch: str, front: str) -> str:
     """Where the image of `manifest` (this content, this sandboxer, this arch, the front in directory `front`)
     lives; front.c computes the same. Two installs of one version may carry different builtin: profiles."""
-    text = f"{FORMAT}\0{__version__}\0{front}\0{arch}\0{absolute(manifest)}\0{manifest_sha}"
+    text = f"{FORMAT}\0{__version__}\0{front}\0{arch}\0{absolute(manifest)}\0{manifest}\0{manifest_sha}"
     key = cache.sha256(text.encode()).hexdigest()[:32]
     return os.path.join(os.path.dirname(cache.cache_root()), "images", key)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ..cache import sha256
@@ -30,7 +31,10 @@ def source_path(name: str) -> str:
 def load_policy(path: str | os.PathLike) -> Policy:
     """Load, validate and merge a manifest; raises ManifestError listing every problem."""
     loader = _Loader()
-    docs = loader.load(str(path), None, ())
+    path = str(path)
+    if path.startswith("builtin:"):
+        path = "./" + path  # the manifest is a file: only an extends: entry names a built-in profile
+    docs = [doc for _, doc in loader.load(path, None, ())]
     if any(d.severity == "error" for d in loader.diags):
         files = list(loader.sources)  # in the order they were read: the manifest first
         order = lambda d: (files.index(d.span.file), d.span.line, d.span.col) if d.span and d.span.file in files else (-1, 0, 0)  # noqa: E731
@@ -39,17 +43,43 @@ def load_policy(path: str | os.PathLike) -> Policy:
     return _merge(docs, inputs)
 
 
+Unit = tuple  # (sha256 of the bytes, the real directory their relative extends: resolve from, or "")
+
+
 class _Loader:
     def __init__(self) -> None:
         self.diags: list[Diagnostic] = []
         self.sources: dict[str, list[str]] = {}
+        self.read: dict[str, bytes | str] = {}  # absolute name -> its bytes, or why it could not be read
         self.parsed: dict[str, Document | None] = {}  # sha256 of the bytes -> their document (None: invalid)
-        self.done: dict[tuple[str, str], list[Document]] = {}  # unit (see load) -> its documents, in merge order
-        self.names: dict[tuple[str, str], str] = {}  # unit -> the name the user wrote first, for messages
+        self.done: dict[Unit, list[tuple[Unit, Document]]] = {}  # unit -> its units and documents, in merge order
+        self.names: dict[Unit, str] = {}  # unit -> the name the user wrote first, for messages
         self.inputs: dict[str, tuple[str, str]] = {}  # every name opened (absolute) -> (sha256, real dir), in order
 
-    def load(self, file: str, at: Span | None, chain: tuple[tuple[str, str], ...]) -> list[Document]:
-        """Documents in merge order (bases first, this file last).
+    def _read(self, file: str) -> bytes | str:
+        """The bytes of `file`, read once per compile (what is recorded is what is merged), or why not.
+
+        Opened as the kernel resolves the name ("d.yaml/" is not d.yaml), without blocking, and only a
+        regular file is read: a FIFO or a device could answer differently each time.
+        """
+        name = absolute(file)
+        if name not in self.read:
+            try:
+                fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                try:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        self.read[name] = "not a regular file"
+                    else:
+                        with os.fdopen(fd, "rb", closefd=False) as f:
+                            self.read[name] = f.read()
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                self.read[name] = e.strerror or str(e)
+        return self.read[name]
+
+    def load(self, file: str, at: Span | None, chain: tuple[Unit, ...]) -> list[tuple[Unit, Document]]:
+        """(unit, document) pairs in merge order (bases first, this file last).
 
         Built-in profiles are named `builtin:NAME` in spans, wherever sandboxer is installed.
 
@@ -57,16 +87,19 @@ class _Loader:
         directory it is in). What is merged is decided by those facts only, so a cached plan holds
         exactly while they do: a unit is the bytes, plus, when they extend something by a relative
         path, the real directory those paths resolve from. A unit is merged once, however many names
-        reach it (a base applied again after a profile that overrode it would undo the override).
+        reach it (a base applied again after a profile that overrode it would undo the override);
+        two units with the same bytes are two places in the merge order.
         """
         display, file = file, source_path(file)
-        try:
-            with open(file, "rb") as f:  # the name as the kernel resolves it: "d.yaml/" is not d.yaml
-                data = f.read()
-            text = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            self.diags.append(Diagnostic(at, f"cannot read manifest '{file}': {reason}"))
+        data = self._read(file)
+        text = None
+        if isinstance(data, bytes):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                data = str(e)
+        if text is None or not isinstance(data, bytes):
+            self.diags.append(Diagnostic(at, f"cannot read manifest '{file}': {data}"))
             return []
         digest = sha256(data).hexdigest()  # what is compiled, not a later re-read
         real_dir = os.path.realpath(os.path.dirname(file) or ".")
@@ -84,7 +117,7 @@ class _Loader:
         if doc is None:
             return []
         relative = any(not (ref.startswith("builtin:") or os.path.isabs(ref)) for ref, _ in doc.extends)
-        unit = (digest, real_dir if relative else "")
+        unit: Unit = (digest, real_dir if relative else "")
         self.names.setdefault(unit, display)
         if unit in chain:
             cycle = " -> ".join(self.names[u] for u in [*chain[chain.index(unit):], unit])
@@ -92,27 +125,28 @@ class _Loader:
             return []
         if unit in self.done:
             return self.done[unit]
-        docs: list[Document] = []
+        out: list[tuple[Unit, Document]] = []
         for ref, span in doc.extends:
             target = self.resolve(ref, file, span)
             if target:
-                docs += [d for d in self.load(target, span, (*chain, unit)) if d not in docs]
-        docs.append(doc)
-        self.done[unit] = docs
-        return docs
+                seen = {u for u, _ in out}
+                out += [(u, d) for u, d in self.load(target, span, (*chain, unit)) if u not in seen]
+        out.append((unit, doc))
+        self.done[unit] = out
+        return out
 
     def resolve(self, ref: str, file: str, span: Span) -> str | None:
         if ref.startswith("builtin:"):
             name = ref.removeprefix("builtin:")
-            if (PROFILES_DIR / f"{name}.yaml").is_file():
+            if name in builtin_profiles():  # a name, not a path: "builtin:../x" is no profile
                 return ref
             self.diags.append(Diagnostic(
                 span, f"unknown built-in profile '{name}'{did_you_mean(name, builtin_profiles())}",
                 f"built-in profiles: {', '.join(builtin_profiles())}"))
             return None
-        if os.path.isabs(ref):
-            return fold(ref)
-        return fold(os.path.join(os.path.dirname(file), ref))  # ".." kept: the kernel resolves it past symlinks
+        target = fold(ref if os.path.isabs(ref) else os.path.join(os.path.dirname(file), ref))  # ".." kept
+        # A relative "./builtin:x" is a file of that name here, never the profile: keep it a path.
+        return "./" + target if target.startswith("builtin:") else target
 
 
 def _merge(docs: list[Document], inputs: tuple[tuple[str, str, str], ...]) -> Policy:

@@ -93,3 +93,55 @@ def test_an_image_is_not_written_for_a_path_the_front_cannot_hold() -> None:
                             rlimits=())
     assert image.encode({}, None, child, 0, [("/m.yaml", "0" * 64, "/")]) is not None
     assert image.encode({}, None, child, 0, [("/m.yaml", "0" * 64, "/" + "d" * 5000)]) is None
+
+
+def test_a_relative_name_that_looks_builtin_is_a_file(tmp_path: Path, monkeypatch) -> None:
+    """`extends: [./builtin:x]` is the file "builtin:x" next to the manifest however the manifest was typed."""
+    (tmp_path / "builtin:shell").write_text(HEAD.format(name="local") + "limits: {open-files: 16}\n")
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + "extends: [./builtin:shell]\n")
+    monkeypatch.chdir(tmp_path)
+    assert _limit(Path("m.yaml")) == _limit(tmp_path / "m.yaml") == 16
+
+
+def test_identical_files_in_two_directories_are_two_places_in_the_merge(tmp_path: Path) -> None:
+    """a/x.yaml and b/x.yaml have the same bytes but extend their own base.yaml: each applies over its own base."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "base.yaml").write_text(HEAD.format(name="base") + "limits: {open-files: 4096}\n")
+        (tmp_path / d / "x.yaml").write_text(HEAD.format(name="x") + "extends: [base.yaml]\nlimits: {open-files: 16}\n")
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + "extends: [a/x.yaml, b/x.yaml]\n")
+    assert _limit(tmp_path / "m.yaml") == 16
+
+
+def test_a_fifo_is_not_a_manifest(tmp_path: Path) -> None:
+    import pytest
+
+    from sandboxer.errors import ManifestError
+
+    os.mkfifo(tmp_path / "pipe.yaml")
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + "extends: [pipe.yaml]\n")
+    with pytest.raises(ManifestError, match="not a regular file"):
+        load_policy(str(tmp_path / "m.yaml"))
+
+
+def test_builtin_names_a_profile_not_a_path(tmp_path: Path) -> None:
+    import pytest
+
+    from sandboxer.errors import ManifestError
+
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + "extends: [builtin:../profiles/python3]\n")
+    with pytest.raises(ManifestError, match="unknown built-in profile"):
+        load_policy(str(tmp_path / "m.yaml"))
+
+
+def test_the_cached_plan_keeps_the_manifest_name_as_typed(tmp_path: Path, monkeypatch) -> None:
+    """The plan's locations ("at") name the manifest as typed: the same file typed two ways is two entries."""
+    from sandboxer.runner import load_plan
+
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + "imports:\n  wasi:filesystem/preopens:\n"
+                                     "    - {path: /tmp, access: read}\n")
+    monkeypatch.chdir(tmp_path)
+    relative = str(load_plan("m.yaml")[0])
+    absolute_plan = str(load_plan(str(tmp_path / "m.yaml"))[0])
+    assert "'m.yaml:5:" in relative and f"{tmp_path}/m.yaml:5:" not in relative
+    assert f"'{tmp_path}/m.yaml:5:" in absolute_plan
