@@ -5,16 +5,45 @@ Everything else is declared in pyproject.toml. Without a compiler the Python scr
 `sandboxer` itself: the same behaviour, ~15 ms more per `sandboxer run` (benchmarks/launch.py).
 """
 
+import hashlib
 import os
 import subprocess
 import sys
 
 from setuptools import setup  # first: it puts its distutils in place
 from distutils.command.build_scripts import build_scripts  # setuptools provides distutils (its own copy)
+from setuptools.command.build_py import build_py
 from setuptools.dist import Distribution
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sandboxer.launch.build_front import compile_front  # noqa: E402
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def build_id() -> str:
+    """A digest of the package's sources: cached plans and launch images belong to exactly this build, so a
+    patched rebuild that keeps the version number never serves plans an older compiler made."""
+    h = hashlib.sha256()
+    root = os.path.join(HERE, "sandboxer")
+    for d, dirs, files in sorted(os.walk(root)):
+        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+        for f in sorted(files):
+            if f.endswith((".py", ".yaml", ".c")) and f != "_build.py":
+                path = os.path.join(d, f)
+                h.update(os.path.relpath(path, root).encode() + b"\0")
+                with open(path, "rb") as fh:
+                    h.update(fh.read() + b"\0")
+    return h.hexdigest()[:16]
+
+
+class BuildPy(build_py):
+    def run(self) -> None:
+        super().run()
+        with open(os.path.join(self.build_lib, "sandboxer", "_build.py"), "w") as f:
+            f.write('"""Written by setup.py: this build\'s identity (sandboxer/cache.py keys plans with it)."""\n\n'
+                    f'BUILD_ID = "{build_id()}"\n')
 
 
 class BuildScripts(build_scripts):
@@ -26,7 +55,7 @@ class BuildScripts(build_scripts):
         command = os.path.join(self.build_dir, "sandboxer")
         native = command + ".native"
         try:
-            compile_front(native)
+            compile_front(native, build=build_id())
         except (OSError, subprocess.CalledProcessError) as e:
             detail = getattr(e, "stderr", "") or e
             self.warn(f"the native front was not built ({detail}); `sandboxer` is the Python launcher")
@@ -42,7 +71,7 @@ class PlatformDistribution(Distribution):
         return True
 
 
-cmdclass = {"build_scripts": BuildScripts}
+cmdclass = {"build_py": BuildPy, "build_scripts": BuildScripts}
 try:
     from setuptools.command.bdist_wheel import bdist_wheel
 except ImportError:  # setuptools < 70.1: the wheel package's

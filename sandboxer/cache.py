@@ -7,6 +7,7 @@ changed base profile is never served stale.
 
 from __future__ import annotations
 
+import errno
 import marshal  # built in: no import cost, and loads a plan ~10x faster than json
 import os
 
@@ -32,6 +33,10 @@ ENTRY_FILE = "plan.marshal"  # (inputs, plan, bpf) in one file: one open, one re
 # 6: the loader merges by recorded facts only (bytes, and the real directory of relative extends:).
 # 7: the name as typed is in the key too: the plan's manifest locations ("at") are written with it.
 FORMAT = 7
+try:  # written by setup.py into an installed package: a digest of its sources
+    from ._build import BUILD_ID
+except ImportError:  # a source tree: the version and the install directory stand for the code
+    BUILD_ID = "source"
 # The installed package, as a real path (a repointed `current -> vN` link is another install): builtin:
 # profiles and the compiler come from here, so a plan is this install's.
 INSTALL = os.path.dirname(os.path.realpath(__file__))
@@ -165,13 +170,29 @@ def write_atomic(path: str, data: bytes) -> bool:
         return False
 
 
+def read_regular(path: str) -> bytes:
+    """The bytes of a regular file, opened without blocking: a FIFO or a device is refused (OSError), not read.
+
+    The manifest loader reads with this and the cache re-checks with it: a check never looser than a compile.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if os.fstat(fd).st_mode & 0o170000 != 0o100000:
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return sha256(f.read()).hexdigest()
+    return sha256(read_regular(path)).hexdigest()
 
 
 def entry_key(manifest: str, manifest_sha: str, target: tuple[str, int]) -> str:
-    text = f"{FORMAT}\0{__version__}\0{INSTALL}\0{marshal.version}\0{target[0]}\0{target[1]}\0{absolute(manifest)}\0{manifest}\0{manifest_sha}"
+    text = f"{FORMAT}\0{__version__}\0{BUILD_ID}\0{INSTALL}\0{marshal.version}\0{target[0]}\0{target[1]}\0{absolute(manifest)}\0{manifest}\0{manifest_sha}"
     return sha256(text.encode()).hexdigest()[:32]
 
 
@@ -186,7 +207,10 @@ def fresh(inputs: list[tuple[str, str, str]]) -> bool:
 
 def lookup(manifest: str, target: tuple[str, int]) -> tuple[dict, bytes, str, list[tuple[str, str, str]]] | None:
     """(plan, bpf, manifest sha256, inputs) when a fresh entry exists, else None (inputs: Policy.inputs)."""
-    sha = _sha256(manifest)
+    try:
+        sha = _sha256(manifest)
+    except OSError:
+        return None  # compiling says why
     path = os.path.join(cache_root(), entry_key(manifest, sha, target))
     data = read_trusted(path)
     if data is None:

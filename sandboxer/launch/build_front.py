@@ -24,14 +24,16 @@ CONTROL_FLOW = {"x86_64": ["-fcf-protection"], "aarch64": ["-mbranch-protection=
 LINK = (["-static-pie"], ["-pie"])  # the first that links
 
 
-def compile_front(out: str, cc: str | None = None) -> None:
-    """Compile front.c to `out`; raises OSError (no compiler) or subprocess.CalledProcessError (it failed)."""
+def compile_front(out: str, cc: str | None = None, build: str = "source") -> None:
+    """Compile front.c to `out`; raises OSError (no compiler) or subprocess.CalledProcessError (it failed).
+
+    `build`: the build's identity (cache.BUILD_ID of the package installed with it; "source" for a tree)."""
     compiler = (cc or os.environ.get("CC") or "cc").split()
     flags = FLAGS + CONTROL_FLOW.get(platform.machine(), [])
     user = os.environ.get("CFLAGS", "").split() + os.environ.get("LDFLAGS", "").split()
     for i, link in enumerate(LINK):
         try:
-            subprocess.run([*compiler, *flags, *link, f'-DSANDBOXER_VERSION="{__version__}"', "-o", out, SOURCE, *user],
+            subprocess.run([*compiler, *flags, *link, f'-DSANDBOXER_VERSION="{__version__}"', f'-DSANDBOXER_BUILD="{build}"', "-o", out, SOURCE, *user],
                            check=True, capture_output=True, text=True)
             return
         except subprocess.CalledProcessError:

@@ -39,6 +39,9 @@
 #ifndef SANDBOXER_VERSION
 #error "build with -DSANDBOXER_VERSION=\"x.y.z\" (setup.py does)"
 #endif
+#ifndef SANDBOXER_BUILD
+#define SANDBOXER_BUILD "source" /* setup.py passes the digest of the package it installs with this front */
+#endif
 #if defined(__x86_64__)
 #define ARCH "x86_64"
 #elif defined(__aarch64__)
@@ -797,8 +800,8 @@ static unsigned char *load_image(const char *source, struct image *im)
 	sha256_hex(manifest, len, sha);
 	free(manifest);
 	/* The typed name too: the plan's manifest locations ("at", in messages) are written with it. */
-	int n = snprintf(text, sizeof text, "%d%c%s%c%s%c%s%c%s%c%s%c%s", IMAGE_FORMAT, 0, SANDBOXER_VERSION, 0, install, 0,
-			 ARCH, 0, typed, 0, source, 0, sha);
+	int n = snprintf(text, sizeof text, "%d%c%s%c%s%c%s%c%s%c%s%c%s%c%s", IMAGE_FORMAT, 0, SANDBOXER_VERSION, 0,
+			 SANDBOXER_BUILD, 0, install, 0, ARCH, 0, typed, 0, source, 0, sha);
 	if (n < 0 || (size_t)n >= sizeof text)
 		return NULL;
 	sha256_hex(text, (size_t)n, key);

@@ -41,7 +41,7 @@ ARCHES = ("x86_64", "aarch64")  # what front.c is built for; elsewhere no image 
 def image_path(manifest: str, manifest_sha: str, arch: str, front: str) -> str:
     """Where the image of `manifest` (this content, this sandboxer, this arch, the front in directory `front`)
     lives; front.c computes the same. Two installs of one version may carry different builtin: profiles."""
-    text = f"{FORMAT}\0{__version__}\0{front}\0{arch}\0{absolute(manifest)}\0{manifest}\0{manifest_sha}"
+    text = f"{FORMAT}\0{__version__}\0{cache.BUILD_ID}\0{front}\0{arch}\0{absolute(manifest)}\0{manifest}\0{manifest_sha}"
     key = cache.sha256(text.encode()).hexdigest()[:32]
     return os.path.join(os.path.dirname(cache.cache_root()), "images", key)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
-from ..cache import sha256
+from ..cache import read_regular, sha256
 from ..errors import Diagnostic, ManifestError, Span
 from ..model.policy import Grant, Limits, Policy, Preopen
 from ..model.validate import Document, did_you_mean, validate_document
@@ -50,32 +49,27 @@ class _Loader:
     def __init__(self) -> None:
         self.diags: list[Diagnostic] = []
         self.sources: dict[str, list[str]] = {}
-        self.read: dict[str, bytes | str] = {}  # absolute name -> its bytes, or why it could not be read
+        self.read: dict[str, tuple[bytes, str] | str] = {}  # absolute name -> (bytes, real dir), or why not
         self.parsed: dict[str, Document | None] = {}  # sha256 of the bytes -> their document (None: invalid)
         self.done: dict[Unit, list[tuple[Unit, Document]]] = {}  # unit -> its units and documents, in merge order
         self.names: dict[Unit, str] = {}  # unit -> the name the user wrote first, for messages
         self.inputs: dict[str, tuple[str, str]] = {}  # every name opened (absolute) -> (sha256, real dir), in order
 
-    def _read(self, file: str) -> bytes | str:
-        """The bytes of `file`, read once per compile (what is recorded is what is merged), or why not.
+    def _read(self, file: str) -> tuple[bytes, str] | str:
+        """(the bytes of `file`, the real directory it is in), taken once per compile so that what is recorded
+        is what is merged; or why it could not be read.
 
         Opened as the kernel resolves the name ("d.yaml/" is not d.yaml), without blocking, and only a
-        regular file is read: a FIFO or a device could answer differently each time.
+        regular file is read (cache.read_regular): a FIFO or a device could answer differently each time.
         """
         name = absolute(file)
         if name not in self.read:
             try:
-                fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-                try:
-                    if not stat.S_ISREG(os.fstat(fd).st_mode):
-                        self.read[name] = "not a regular file"
-                    else:
-                        with os.fdopen(fd, "rb", closefd=False) as f:
-                            self.read[name] = f.read()
-                finally:
-                    os.close(fd)
+                self.read[name] = (read_regular(file), os.path.realpath(os.path.dirname(file) or "."))
             except OSError as e:
                 self.read[name] = e.strerror or str(e)
+            except ValueError as e:  # a NUL in the name
+                self.read[name] = str(e)
         return self.read[name]
 
     def load(self, file: str, at: Span | None, chain: tuple[Unit, ...]) -> list[tuple[Unit, Document]]:
@@ -91,18 +85,16 @@ class _Loader:
         two units with the same bytes are two places in the merge order.
         """
         display, file = file, source_path(file)
-        data = self._read(file)
-        text = None
-        if isinstance(data, bytes):
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                data = str(e)
-        if text is None or not isinstance(data, bytes):
-            self.diags.append(Diagnostic(at, f"cannot read manifest '{file}': {data}"))
+        got = self._read(file)
+        try:
+            if isinstance(got, str):
+                raise ValueError(got)
+            data, real_dir = got
+            text = data.decode("utf-8")
+        except ValueError as e:  # unreadable, or not UTF-8
+            self.diags.append(Diagnostic(at, f"cannot read manifest '{file}': {e}"))
             return []
         digest = sha256(data).hexdigest()  # what is compiled, not a later re-read
-        real_dir = os.path.realpath(os.path.dirname(file) or ".")
         self.inputs.setdefault(absolute(file), (digest, real_dir))
         if digest not in self.parsed:
             self.sources[display] = text.splitlines()

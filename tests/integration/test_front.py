@@ -527,3 +527,20 @@ def test_tcp_port_rules_hold_natively(f: Front, tmp_path: Path, network: str) ->
     seen = json.loads(runs[1].stdout.splitlines()[0])
     assert seen == {granted: "ok" if network == "host" else "ECONNREFUSED", other: "EACCES"}
     assert runs[1].stdout.splitlines()[1] == "''"
+
+
+def test_the_installed_front_runs_images_of_the_package_installed_with_it(tmp_path: Path) -> None:
+    """pip install built the front with the package's build id: the second run of a limit-less manifest is the
+    front's own (the workload's parent is the front, not the Python launcher)."""
+    installed = Path(sys.executable).parent / "sandboxer"
+    if not installed.exists() or installed.read_bytes()[:4] != b"\x7fELF":
+        pytest.skip(f"{installed} is not the native front (installed without a C compiler, or not installed)")
+    m = tmp_path / "m.yaml"
+    m.write_text("sandboxer: 1\nname: parent\nextends: [builtin:python3]\nimports:\n  wasi:filesystem/preopens:\n"
+                 "    - {path: /proc, access: read}\n  wasi:cli/stdout: {}\n")
+    parent = "import os; print(open(f'/proc/{os.getppid()}/comm').read().strip())"  # exe: Landlock refuses ptrace
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    seen = [subprocess.run([str(installed), "run", str(m), "--", PY, "-c", parent], env=env, capture_output=True,
+                           text=True, timeout=60) for _ in range(2)]
+    assert [r.returncode for r in seen] == [0, 0], seen[1].stderr
+    assert seen[0].stdout.startswith("python") and seen[1].stdout == "sandboxer\n"

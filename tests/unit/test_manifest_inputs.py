@@ -145,3 +145,29 @@ def test_the_cached_plan_keeps_the_manifest_name_as_typed(tmp_path: Path, monkey
     absolute_plan = str(load_plan(str(tmp_path / "m.yaml"))[0])
     assert "'m.yaml:5:" in relative and f"{tmp_path}/m.yaml:5:" not in relative
     assert f"'{tmp_path}/m.yaml:5:" in absolute_plan
+
+
+def test_a_nul_in_an_extends_entry_is_a_manifest_error(tmp_path: Path) -> None:
+    import pytest
+
+    from sandboxer.errors import ManifestError
+
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + 'extends: ["a\\0b"]\n')
+    with pytest.raises(ManifestError, match="cannot read manifest"):
+        load_policy(str(tmp_path / "m.yaml"))
+
+
+def test_the_cache_re_checks_a_profile_as_strictly_as_the_compiler_reads_it(tmp_path: Path) -> None:
+    """A recorded profile replaced by a FIFO is a miss (never a blocking read), and compiling again refuses it."""
+    import pytest
+
+    from sandboxer.errors import ManifestError
+    from sandboxer.runner import load_plan
+
+    (tmp_path / "base.yaml").write_text(HEAD.format(name="base"))
+    (tmp_path / "m.yaml").write_text(HEAD.format(name="m") + "extends: [base.yaml]\n")
+    load_plan(str(tmp_path / "m.yaml"))
+    (tmp_path / "base.yaml").unlink()
+    os.mkfifo(tmp_path / "base.yaml")
+    with pytest.raises(ManifestError, match="not a regular file"):
+        load_plan(str(tmp_path / "m.yaml"))
