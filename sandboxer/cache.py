@@ -193,7 +193,7 @@ def _sha256(path: str) -> str:
 
 def entry_key(manifest: str, manifest_sha: str, target: tuple[str, int]) -> str:
     text = f"{FORMAT}\0{__version__}\0{BUILD_ID}\0{INSTALL}\0{marshal.version}\0{target[0]}\0{target[1]}\0{absolute(manifest)}\0{manifest}\0{manifest_sha}"
-    return sha256(text.encode()).hexdigest()[:32]
+    return sha256(os.fsencode(text)).hexdigest()[:32]  # a name's own bytes, as front.c hashes them
 
 
 def fresh(inputs: list[tuple[str, str, str]]) -> bool:

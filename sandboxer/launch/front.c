@@ -497,16 +497,19 @@ static int runnable(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
-/* command.resolve_command's successful outcomes; 0 for every failure (Python explains it). */
+static int absolute(const char *path, char *out, size_t size);
+
+/* command.resolve_command's successful outcomes; 0 for every failure (Python explains it). `out` is the path
+ * execve gets, folded as paths.absolute() folds it (a #! interpreter sees it as its script's name). */
 static int resolve(const struct image *im, const struct env *e, const char *name, char *out, size_t size)
 {
-	char cwd[PATH_MAX], real[PATH_MAX];
+	char cwd[PATH_MAX], real[PATH_MAX], cand[PATH_MAX];
 	if (!getcwd(cwd, sizeof cwd))
 		return 0;
 	if (strchr(name, '/')) {
-		if ((size_t)snprintf(out, size, "%s%s%s", name[0] == '/' ? "" : cwd, name[0] == '/' ? "" : "/", name) >= size)
+		if ((size_t)snprintf(cand, sizeof cand, "%s%s%s", name[0] == '/' ? "" : cwd, name[0] == '/' ? "" : "/", name) >= sizeof cand)
 			return 0;
-		return runnable(out) && realpath(out, real) && exec_granted(im, real);
+		return runnable(cand) && realpath(cand, real) && exec_granted(im, real) && absolute(cand, out, size);
 	}
 	const char *search = env_get(e, "PATH");
 	if (!search)
@@ -522,11 +525,11 @@ static int resolve(const struct image *im, const struct env *e, const char *name
 		dir[n] = 0;
 		if (!n)
 			strcpy(dir, ".");
-		if ((size_t)snprintf(out, size, "%s%s%s/%s", dir[0] == '/' ? "" : cwd, dir[0] == '/' ? "" : "/", dir, name) < size &&
-		    runnable(out) && realpath(out, real)) {
+		if ((size_t)snprintf(cand, sizeof cand, "%s%s%s/%s", dir[0] == '/' ? "" : cwd, dir[0] == '/' ? "" : "/", dir, name) < sizeof cand &&
+		    runnable(cand) && realpath(cand, real)) {
 			/* Python stops at the first runnable candidate only when it is granted; an ungranted one
 			 * earlier on PATH becomes its error message, so any such case is Python's to report. */
-			return exec_granted(im, real);
+			return exec_granted(im, real) && absolute(cand, out, size);
 		}
 		d += n;
 		if (!*d)
@@ -897,6 +900,9 @@ static void run_image(int argc, char **argv)
 	ssize_t n;
 	pid_t pid, self;
 
+	for (int fd = 0; fd < 3; fd++)
+		if (fcntl(fd, F_GETFD) < 0) /* a closed 0-2 would be reused by /dev/null or the report pipe */
+			return;
 	if (!parse_run(argc, argv, &r) || is_wasm(r.command[0]))
 		return;
 	signal(SIGCHLD, SIG_DFL); /* inherited SIG_IGN would reap the workload before we read its status */
@@ -953,6 +959,10 @@ static void run_image(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	if (argc < 1) { /* execve with an empty argv (kernels before 5.18 allow it) */
+		fputs("sandboxer: started without argv[0]\n", stderr);
+		return 125;
+	}
 	orig_argv = argv;
 	ssize_t n = readlink("/proc/self/exe", install, sizeof install - 16);
 	char *slash = n > 0 && (size_t)n < sizeof install - 16 ? memrchr(install, '/', (size_t)n) : NULL; /* not cut */

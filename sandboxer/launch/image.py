@@ -42,7 +42,7 @@ def image_path(manifest: str, manifest_sha: str, arch: str, front: str) -> str:
     """Where the image of `manifest` (this content, this sandboxer, this arch, the front in directory `front`)
     lives; front.c computes the same. Two installs of one version may carry different builtin: profiles."""
     text = f"{FORMAT}\0{__version__}\0{cache.BUILD_ID}\0{front}\0{arch}\0{absolute(manifest)}\0{manifest}\0{manifest_sha}"
-    key = cache.sha256(text.encode()).hexdigest()[:32]
+    key = cache.sha256(os.fsencode(text)).hexdigest()[:32]  # a name's own bytes, as front.c hashes them
     return os.path.join(os.path.dirname(cache.cache_root()), "images", key)
 
 

@@ -544,3 +544,30 @@ def test_the_installed_front_runs_images_of_the_package_installed_with_it(tmp_pa
                            text=True, timeout=60) for _ in range(2)]
     assert [r.returncode for r in seen] == [0, 0], seen[1].stderr
     assert seen[0].stdout.startswith("python") and seen[1].stdout == "sandboxer\n"
+
+
+def test_a_script_sees_the_same_name_natively(f: Front, tmp_path: Path) -> None:
+    """The path handed to execve (so a #! interpreter's $0) is folded alike: ./s.sh is <dir>/s.sh both ways."""
+    script = f.data / "s.sh"
+    script.write_text('#!/bin/sh\necho "$0"\n')
+    script.chmod(0o755)
+    m = tmp_path / "sh.yaml"
+    m.write_text(MANIFEST.format(data=f.data).replace("extends: [builtin:python3]", "extends: [builtin:shell]")
+                 .replace(f"{{path: {f.data}, access: read}}", f"{{path: {f.data}, access: exec}}"))
+    runs = [f.run("./s.sh", manifest=m, cwd=f.data) for _ in range(2)]
+    assert f.handovers() == 1 and runs[0].returncode == runs[1].returncode == 0, runs[1].stderr
+    assert runs[0].stdout == runs[1].stdout == f"{script}\n"
+
+
+def test_a_manifest_name_that_is_not_utf8_works_both_ways(f: Front, tmp_path: Path) -> None:
+    name = os.fsdecode(bytes(tmp_path) + b"/m\xff.yaml")
+    Path(name).write_text(f.manifest.read_text())
+    runs = [f.run(PY, "-c", "print('ok')", manifest=name) for _ in range(2)]  # type: ignore[arg-type]
+    assert [r.stdout for r in runs] == ["ok\n", "ok\n"] and f.handovers() == 1, runs[0].stderr
+
+
+def test_a_front_started_with_stdin_closed_hands_over(f: Front) -> None:
+    """fd 0 closed: /dev/null or the report pipe would take its number; Python handles that run."""
+    f.probe()
+    r = f.run(PY, "-c", "print('ran')", preexec_fn=lambda: os.close(0))
+    assert r.stdout == "ran\n" and f.handovers() == 2
