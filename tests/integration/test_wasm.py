@@ -225,8 +225,10 @@ HOST_MODES = pytest.mark.parametrize("limits", ["{memory: 64Mi, pids: 4, wall-ti
                                      ids=["forked", "in-place"])
 
 
-def _launch_body(tmp_path: Path, dirs: dict[str, Path], body: str, limits: str) -> subprocess.CompletedProcess:
-    """Run `body` (Python source defining body() -> int) as the launcher's body under the derived host plan.
+def _launch_body(tmp_path: Path, dirs: dict[str, Path], body: str, limits: str,
+                 edit_host: str = "") -> subprocess.CompletedProcess:
+    """Run `body` (Python source defining body() -> int) as the launcher's body under the derived host plan
+    (changed first by `edit_host`, Python source that may alter `host`).
 
     This is how sandboxer.wasm.run starts the wasmtime host: the native launcher forks (or, with nothing
     to supervise, stays in place), takes every confinement step, then calls the body instead of execve.
@@ -238,6 +240,7 @@ def _launch_body(tmp_path: Path, dirs: dict[str, Path], body: str, limits: str) 
         "from sandboxer.wasm.host_plan import derive_host_plan\n"
         "plan, _bpf, _, _ = load_plan(sys.argv[1])\n"
         "host, bpf = derive_host_plan(plan)\n"
+        f"{edit_host}\n"
         f"{body}\n"
         "sys.exit(launch(host, bpf, [sys.argv[2]], LaunchOptions(), body=body))\n"
     )
@@ -304,32 +307,17 @@ def test_host_child_is_confined_while_running(tmp_path, dirs):
 
 def test_a_step_failing_in_place_is_reported_like_a_forked_childs(tmp_path, dirs):
     """In place there is no parent to read the error pipe: the launcher says which call failed and exits 125."""
-    script = (
-        "import sys\n"
-        "from sandboxer.runner import load_plan\n"
-        "from sandboxer.launch.run import launch, LaunchOptions\n"
-        "from sandboxer.wasm.host_plan import derive_host_plan\n"
-        "plan, _bpf, _, _ = load_plan(sys.argv[1])\n"
-        "host, bpf = derive_host_plan(plan)\n"
-        "host['rlimits'] = {'NOFILE': [1 << 40, 1 << 40]}  # over fs.nr_open: setrlimit() says EPERM, even to root\n"
-        "sys.exit(launch(host, bpf, [sys.argv[2]], LaunchOptions(), body=lambda: 0))\n"
-    )
-    m = fs_manifest(tmp_path, dirs, limits="{open-files: 64}")
-    r = subprocess.run([sys.executable, "-c", script, str(m), str(WASM / "hello.wasm")], capture_output=True,
-                       text=True, cwd=REPO, timeout=60)
+    r = _launch_body(tmp_path, dirs, limits="{open-files: 64}", body="def body():\n    return 0\n",
+                     # over fs.nr_open: setrlimit() says EPERM, even to root
+                     edit_host="host['rlimits'] = {'NOFILE': [1 << 40, 1 << 40]}")
     assert r.returncode == 125 and r.stderr == "sandboxer: setrlimit() failed: EPERM: Operation not permitted\n", r.stderr
 
 
 def test_the_host_in_place_cannot_take_the_callers_terminal(tmp_path, dirs):
     """In place the host keeps its caller's session: TIOCSCTTY, TIOCSPGRP and TIOCNOTTY are refused by seccomp
     (EPERM, before the kernel would even look at the fd), as TIOCSTI is for every plan."""
-    script = (
-        "import errno, fcntl, struct, sys\n"
-        "from sandboxer.runner import load_plan\n"
-        "from sandboxer.launch.run import launch, LaunchOptions\n"
-        "from sandboxer.wasm.host_plan import derive_host_plan\n"
-        "plan, _bpf, _, _ = load_plan(sys.argv[1])\n"
-        "host, bpf = derive_host_plan(plan)\n"
+    r = _launch_body(tmp_path, dirs, limits="{open-files: 64}", body=(
+        "import errno, fcntl, struct\n"
         "def body():\n"
         "    seen = []\n"
         "    for cmd in (0x540E, 0x5410, 0x5422, 0x5412):\n"
@@ -339,12 +327,7 @@ def test_the_host_in_place_cannot_take_the_callers_terminal(tmp_path, dirs):
         "        except OSError as e:\n"
         "            seen.append(errno.errorcode[e.errno])\n"
         "    print(' '.join(seen), flush=True)\n"
-        "    return 0\n"
-        "sys.exit(launch(host, bpf, [sys.argv[2]], LaunchOptions(), body=body))\n"
-    )
-    m = fs_manifest(tmp_path, dirs, limits="{open-files: 64}")
-    r = subprocess.run([sys.executable, "-c", script, str(m), str(WASM / "hello.wasm")], capture_output=True,
-                       text=True, cwd=REPO, timeout=60)
+        "    return 0\n"))
     assert (r.returncode, r.stdout) == (0, "EPERM EPERM EPERM EPERM\n"), r.stderr
 
 
