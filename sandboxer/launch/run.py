@@ -607,13 +607,18 @@ def launch(plan: dict, bpf: bytes | None, argv: list[str], opts: LaunchOptions,
             session.close()
 
 
+def thread_count() -> int | None:
+    """This process's threads (/proc/self/task), or None without /proc."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
 def _single_threaded() -> bool:
     """Landlock, seccomp (without TSYNC), no_new_privs, capset and unshare(CLONE_NEWUSER) act on the calling
     thread only: a process with other threads must fork its host (the child has one thread) instead."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
+    return thread_count() == 1
 
 
 def _run_in_place(prep: Preparation) -> NoReturn:

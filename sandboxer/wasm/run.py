@@ -125,11 +125,10 @@ def run_wasm(plan: dict, bpf: bytes | None, args, manifest: str) -> int:
 
 def _check_single_threaded() -> None:
     """The host starts from this process (forked, or in place): one thread only, so that every thread is confined."""
-    try:
-        threads = len(os.listdir("/proc/self/task"))
-    except OSError:
-        return  # no /proc: fork_into_cgroup and the tests still check it
-    if threads != 1:
+    from ..launch.run import thread_count
+
+    threads = thread_count()  # None without /proc: fork_into_cgroup and the tests still check it
+    if threads is not None and threads != 1:
         raise SandboxerError(f"cannot fork the wasm host: this process has {threads} threads (wasmtime must not "
                              "start any before the module runs)")
 
